@@ -1,0 +1,42 @@
+# The two commands a newcomer needs are `make demo` and `make test`.
+# Everything else here is what they are made of.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install testbed lint typecheck unit test demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Builds etcd, kube-apiserver & co. from Go modules once; cached outside the repo.
+testbed: install
+	$(BIN)/python -m fleetd.testbed build
+
+lint: install
+	$(BIN)/ruff check fleetd tests
+	$(BIN)/ruff format --check fleetd tests
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+# The whole suite: lint, types, unit and integration tests on the real test bed.
+test: testbed lint typecheck
+	$(BIN)/pytest -q
+
+# Two local spokes named like the example inventory, checked by fleetd.
+demo: testbed
+	$(BIN)/python -m fleetd.testbed demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

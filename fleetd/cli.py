@@ -1,0 +1,113 @@
+"""The ``fleetd`` command line.
+
+Exit codes, shared by every subcommand:
+
+* 0 — success, nothing wrong found;
+* 1 — the command ran and found problems (``check``: a cluster unreachable or
+  missing permissions);
+* 2 — the command could not run: invalid inventory or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from fleetd import __version__
+from fleetd.check import check_fleet, render_table
+from fleetd.errors import InventoryError
+from fleetd.inventory import Fleet, load_fleet
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+DEFAULT_CONFIG = Path(os.environ.get("FLEETD_CONFIG", "/etc/fleetd/fleetd.toml"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleetd",
+        description="Keep a fleet of Kubernetes clusters equal to what a git repository says.",
+        epilog="Exit codes: 0 ok, 1 problems found, 2 invalid inventory or usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleetd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser(
+        "check",
+        help="validate the inventory and check every cluster's connection and permissions",
+        description="Validate the inventory, then connect to every cluster concurrently: "
+        "TLS, authentication, server version and the permissions fleetd needs.",
+    )
+    _add_config(check)
+    check.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    check.add_argument(
+        "--timeout", type=float, default=15.0, metavar="SECONDS", help="per-cluster deadline (default 15)"
+    )
+    sub.add_parser("version", help="print fleetd's version")
+    return parser
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"fleet-wide TOML file (default {DEFAULT_CONFIG}, or $FLEETD_CONFIG)",
+    )
+
+
+def _load(path: Path, as_json: bool) -> Fleet | None:
+    try:
+        return load_fleet(path)
+    except InventoryError as exc:
+        if as_json:
+            problems = [
+                {"file": str(p.file), "line": p.line, "key": p.key, "message": p.message}
+                for p in exc.problems
+            ]
+            print(
+                json.dumps(
+                    {"ok": False, "inventory": {"ok": False, "problems": problems}, "clusters": []}, indent=2
+                )
+            )
+        else:
+            print(f"fleetd: the inventory is invalid ({len(exc.problems)} problem(s)):", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    fleet = _load(args.config, args.json)
+    if fleet is None:
+        return EXIT_ERROR
+    reports = asyncio.run(check_fleet(fleet, timeout=args.timeout))
+    ok = all(r.ok for r in reports)
+    if args.json:
+        doc = {
+            "ok": ok,
+            "inventory": {"ok": True, "file": str(fleet.file), "clusters": len(fleet.clusters)},
+            "clusters": [r.to_json() for r in reports],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"inventory {fleet.file}: ok ({len(fleet.clusters)} cluster(s))")
+        print(render_table(reports))
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"fleetd {__version__}")
+        return EXIT_OK
+    if args.command == "check":
+        return _check(args)
+    return EXIT_ERROR  # argparse rejects unknown commands before this point
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Kubernetes client: the one module through which kubernetes-asyncio enters fleetd.
+
+fleetd manages arbitrary kinds, so it speaks REST by path (``/api/v1/...``,
+``/apis/<group>/<version>/...``) with plain JSON dictionaries instead of the
+generated model classes. kubernetes-asyncio contributes what is hard to get
+right: kubeconfig loading (contexts, inline or file certificates, tokens,
+exec credential plugins with refresh) and its aiohttp connection pool.
+
+Errors are translated here, at the boundary, into fleetd's own tree::
+
+    KubeError                      (any failure talking to one cluster)
+    ├── KubeconfigError            kubeconfig missing, unreadable, no such context (permanent)
+    ├── Unreachable                connection refused, TLS failure, timeout (temporary)
+    └── ApiError                   the API server answered with an error status
+        ├── Forbidden              403: RBAC denies fleetd (permanent until RBAC changes)
+        ├── NotFound               404
+        ├── Conflict               409
+        ├── Gone                   410: a watch's resourceVersion is too old
+        └── Invalid                422: the object failed validation
+
+Every error carries the cluster name so a message can say where it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config import ConfigException, load_kube_config
+
+from fleetd.errors import FleetdError
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class KubeError(FleetdError):
+    """A failure talking to one cluster."""
+
+    def __init__(self, cluster: str, message: str) -> None:
+        super().__init__(f"cluster {cluster}: {message}")
+        self.cluster = cluster
+        self.detail = message
+
+
+class KubeconfigError(KubeError):
+    """The kubeconfig cannot be used (missing file, bad YAML, unknown context)."""
+
+
+class Unreachable(KubeError):
+    """The API server could not be reached (refused, TLS, timeout); retry later."""
+
+
+class ApiError(KubeError):
+    """The API server answered with an error status."""
+
+    def __init__(self, cluster: str, status: int, reason: str, message: str) -> None:
+        super().__init__(cluster, f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.api_message = message
+
+
+class Forbidden(ApiError):
+    """403: RBAC does not allow the request."""
+
+
+class NotFound(ApiError):
+    """404: no such object or resource."""
+
+
+class Conflict(ApiError):
+    """409: conflict (exists already, or a stale resourceVersion)."""
+
+
+class Gone(ApiError):
+    """410: the requested resourceVersion is too old."""
+
+
+class Invalid(ApiError):
+    """422: the object failed validation."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    422: Invalid,
+}
+_TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, ssl.SSLError)
+
+
+def api_error(cluster: str, status: int, body: bytes) -> ApiError:
+    """Build the right :class:`ApiError` from a response status and its ``Status`` body."""
+    reason, message = "", body.decode(errors="replace")[:500]
+    try:
+        status_obj = json.loads(body)
+        reason, message = str(status_obj.get("reason", "")), str(status_obj.get("message", message))
+    except (ValueError, AttributeError):
+        pass
+    return _BY_STATUS.get(status, ApiError)(cluster, status, reason or "Error", message)
+
+
+class KubeClient:
+    """A connection to one cluster. Use :func:`connect`; close with :meth:`close`."""
+
+    def __init__(self, cluster: str, api: ApiClient) -> None:
+        self.cluster = cluster
+        self._api = api
+
+    @property
+    def server(self) -> str:
+        return str(self._api.configuration.host)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """Send one request and return the decoded JSON body; raise a :class:`KubeError` on failure."""
+        params = list(query.items()) if isinstance(query, Mapping) else list(query or [])
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            resp = await self._api.call_api(
+                path,
+                method,
+                query_params=params,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+            async with resp:
+                raw = await resp.read()
+                status = resp.status
+        except _TRANSIENT as exc:
+            raise Unreachable(self.cluster, _describe(exc, self.server)) from exc
+        if not 200 <= status <= 299:
+            raise api_error(self.cluster, status, raw)
+        return json.loads(raw) if raw else None
+
+    async def version(self) -> dict[str, Any]:
+        """The server's ``/version`` document (gitVersion, platform, ...)."""
+        result: dict[str, Any] = await self.request("GET", "/version", timeout=10.0)
+        return result
+
+    async def can_i(self, verb: str, group: str, resource: str, namespace: str | None = None) -> bool:
+        """Ask the server (SelfSubjectAccessReview) whether this client may do ``verb`` on ``resource``."""
+        attrs: dict[str, str] = {"verb": verb, "group": group, "resource": resource}
+        if namespace:
+            attrs["namespace"] = namespace
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs},
+        }
+        path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        result = await self.request("POST", path, body=review, timeout=10.0)
+        return bool(result.get("status", {}).get("allowed", False))
+
+
+def _describe(exc: BaseException, server: str) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer from {server} in time"
+    if isinstance(exc, ssl.SSLError | aiohttp.ClientSSLError):
+        return f"TLS failure talking to {server}: {exc} (check the kubeconfig's CA and server address)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {server}: {exc.os_error.strerror or exc}"
+    return f"connection to {server} failed: {exc}"
+
+
+async def connect(cluster: str, kubeconfig: Path, context: str | None = None) -> KubeClient:
+    """Load ``kubeconfig`` (optionally a named ``context``) and return a client for ``cluster``.
+
+    Nothing is sent yet; a bad kubeconfig raises :class:`KubeconfigError`.
+    """
+    if not kubeconfig.is_file():  # noqa: ASYNC240 - one stat(); the kubeconfig is read synchronously next
+        raise KubeconfigError(cluster, f"kubeconfig {kubeconfig} does not exist or is not a file")
+    config = Configuration()
+    try:
+        await load_kube_config(config_file=str(kubeconfig), context=context, client_configuration=config)
+    except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+        where = f" (context {context})" if context else ""
+        raise KubeconfigError(cluster, f"cannot use kubeconfig {kubeconfig}{where}: {exc}") from exc
+    return KubeClient(cluster, ApiClient(configuration=config))

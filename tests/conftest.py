@@ -1,0 +1,63 @@
+"""Shared fixtures: the real test bed (etcd + one kube-apiserver per spoke).
+
+The bed is session-scoped and started lazily, on the first test that asks
+for it, so unit-only runs never start it. Tests isolate themselves with a
+unique namespace per test (created on every spoke) instead of a bed of
+their own; tests that need to stop a spoke add a throw-away spoke to the
+shared etcd with ``spare_spoke``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from fleetd.testbed.bed import Spoke, TestBed
+
+SPOKES = ("spoke-a", "spoke-b", "spoke-c")
+_spare_names = (f"spare-{i}" for i in itertools.count(1))
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[TestBed]:
+    """Three plain spokes for the whole session."""
+    with TestBed(SPOKES) as bed:
+        yield bed
+
+
+@pytest.fixture(scope="session")
+def full_testbed() -> Iterator[TestBed]:
+    """One spoke with controller-manager, scheduler and kwok: workloads become Available."""
+    with TestBed(["full-a"], full=True) as bed:
+        yield bed
+
+
+@pytest.fixture
+def spokes(testbed: TestBed) -> list[Spoke]:
+    return [testbed.spokes[n] for n in SPOKES]
+
+
+@pytest.fixture
+def namespace(testbed: TestBed) -> Iterator[str]:
+    """A fresh namespace, created on every spoke of the shared bed."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    for spoke in testbed.spokes.values():
+        if spoke.running:
+            spoke.request("POST", "/api/v1/namespaces", body)
+    yield name
+    for spoke in testbed.spokes.values():
+        if spoke.running:
+            spoke.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def spare_spoke(testbed: TestBed) -> Iterator[Spoke]:
+    """A spoke of its own on the shared etcd, which the test may stop and start."""
+    name = next(_spare_names)
+    (spoke,) = testbed.add_spokes([name])
+    yield spoke
+    testbed.remove_spoke(name)
