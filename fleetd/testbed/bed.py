@@ -8,7 +8,7 @@ fake node, so Deployments roll out and become Available.
 
 Per spoke two kubeconfigs are written: ``<name>.kubeconfig`` (user
 ``fleetd-admin`` in ``system:masters``) and ``<name>-viewer.kubeconfig``
-(user ``fleetd-viewer``, bound only to the built-in ``view`` ClusterRole),
+(user ``fleetd-viewer``, allowed only to get, list and watch),
 the latter for RBAC and impersonation tests.
 
 Teardown is always complete: :meth:`TestBed.stop` is idempotent, registered
@@ -323,8 +323,10 @@ class TestBed:
         ]
 
     def _configure(self, spoke: Spoke) -> None:
-        """Bind the viewer to ``view``; in the full profile create the fake node."""
-        spoke.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", _viewer_binding())
+        """Give the viewer its read-only role; in the full profile create the fake node."""
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        spoke.request("POST", f"{rbac}/clusterroles", _viewer_role())
+        spoke.request("POST", f"{rbac}/clusterrolebindings", _viewer_binding())
         if spoke.full:
             spoke.request("POST", "/api/v1/nodes", _fake_node("kwok-node-0"))
 
@@ -355,12 +357,26 @@ class TestBed:
         raise TestBedError(f"{what} not ready after {timeout:.0f}s; last log lines:\n{proc.tail()}")
 
 
+# The built-in ``view`` role is filled by an aggregation controller that a bare
+# API server does not run, so the viewer gets a plain read-everything role.
+VIEWER_ROLE = "fleetd-testbed-read-only"
+
+
+def _viewer_role() -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": VIEWER_ROLE},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}],
+    }
+
+
 def _viewer_binding() -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": {"name": "fleetd-viewer-view"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "metadata": {"name": VIEWER_ROLE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": VIEWER_ROLE},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": VIEWER_USER}],
     }
 
