@@ -1,0 +1,47 @@
+"""The fleet inventory: TOML files in, one validated immutable `Fleet` out.
+
+`load_fleet` is the only way in. It reads the fleet-wide file and every
+per-cluster file, reports every problem at once as an `InventoryError`, and
+otherwise returns frozen objects (`model`) that the rest of fleetd trusts
+without re-checking. Reloading builds a new `Fleet`; the daemon swaps it in
+whole and keeps the last good one when a load fails.
+
+Inside: `loader` (files and sections), `syncs` (sync tables), `fields`
+(typed reads that record problems), `syntax` (string checks),
+`consistency` (checks across syncs and files), `locate` (key -> line).
+"""
+
+from __future__ import annotations
+
+from fleetd.errors import InventoryError, Problem
+from fleetd.inventory.loader import load_fleet
+from fleetd.inventory.model import (
+    Cluster,
+    Decryption,
+    DriftPolicy,
+    Fleet,
+    GitAuth,
+    GitRef,
+    GitSource,
+    IgnoreRule,
+    RefKind,
+    Sync,
+    SyncDefaults,
+)
+
+__all__ = [
+    "Cluster",
+    "Decryption",
+    "DriftPolicy",
+    "Fleet",
+    "GitAuth",
+    "GitRef",
+    "GitSource",
+    "IgnoreRule",
+    "InventoryError",
+    "Problem",
+    "RefKind",
+    "Sync",
+    "SyncDefaults",
+    "load_fleet",
+]

@@ -1,0 +1,409 @@
+"""Load the TOML inventory into a validated `Fleet`, or explain everything wrong with it.
+
+The inventory is a fleet-wide file (``--config``) and a directory of
+per-cluster files. A bad edit must never be half-applied, and an operator
+fixing it should not have to go round the loop once per mistake: so
+`load_fleet` reads every file and every key, collects every problem it finds
+(syntax errors with tomllib's line; semantic ones placed by
+`locate.LineIndex`), and either returns a complete, immutable `Fleet` or
+raises one `InventoryError` listing them all. It touches only the inventory
+files and the cluster directory listing; kubeconfigs, keys and the source
+repository are used later, by the stages that need them, so a missing
+kubeconfig fails one cluster at run time rather than the whole fleet here.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleetd.errors import InventoryError, Problem
+from fleetd.inventory import consistency, syntax
+from fleetd.inventory.fields import Document, Table
+from fleetd.inventory.locate import LineIndex
+from fleetd.inventory.model import (
+    DEFAULT_BRANCH,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_GIT_USERNAME,
+    DEFAULT_LISTEN_HOST,
+    DEFAULT_LISTEN_PORT,
+    DEFAULT_SOPS_BINARY,
+    DEFAULT_SOURCE_INTERVAL,
+    DEFAULT_SOURCE_TIMEOUT,
+    DEFAULT_STATE_DIR,
+    Cluster,
+    Decryption,
+    Fleet,
+    GitAuth,
+    GitRef,
+    GitSource,
+    RefKind,
+    SyncDefaults,
+    frozen_map,
+)
+from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
+
+FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "defaults", "syncs"})
+FLEET_KEYS = frozenset({"name", "clusters_dir", "state_dir", "listen", "concurrency"})
+SOURCE_KEYS = frozenset({"url", "branch", "tag", "semver", "commit", "interval", "timeout", "auth"})
+AUTH_KEYS = frozenset({"ssh_key_file", "known_hosts_file", "token_file", "username"})
+DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary"})
+CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
+CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend"})
+_REF_CHECKS = {
+    RefKind.BRANCH: syntax.git_ref_name("branch"),
+    RefKind.TAG: syntax.git_ref_name("tag"),
+    RefKind.SEMVER: syntax.semver_range,
+    RefKind.COMMIT: syntax.commit_hash,
+}
+_SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def load_fleet(path: Path) -> Fleet:
+    """Read the fleet file `path` and its cluster files; raise InventoryError listing every problem."""
+    problems: list[Problem] = []
+    text = _read(path, problems)
+    if text is None:
+        raise InventoryError(problems)
+    parsed = _parse(path, text, problems)
+    settings = _read_fleet_file(*parsed) if parsed else None
+    clean_fleet_file = not problems  # otherwise its syncs may be incomplete: skip depends_on targets
+    cluster_dir = settings.clusters_dir if settings else _guess_clusters_dir(path, text)
+    defaults = settings.defaults if settings else SyncDefaults()
+    drafts = [_read_cluster_file(file, problems, defaults) for file in _cluster_files(path, cluster_dir)]
+    found = [draft for draft in drafts if draft is not None]
+    fleet_syncs = settings.syncs if settings else []
+    clusters = _check_and_build(found, fleet_syncs, clean_fleet_file)
+    if problems or settings is None:
+        raise InventoryError(_in_order(problems))
+    return settings.build(clusters, _warnings(settings, found))
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+
+def _read(path: Path, problems: list[Problem]) -> str | None:
+    """The text of `path`; on failure record a problem and return None."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        problems.append(Problem(file=path, key="", line=None, message=f"cannot read the file: {reason}"))
+        return None
+
+
+def _parse(path: Path, text: str, problems: list[Problem]) -> tuple[Document, dict[str, Any]] | None:
+    """Parse one TOML file; on a syntax error record a problem and return None."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        problems.append(_syntax_problem(path, str(error), text))
+        return None
+    return Document(file=path, lines=LineIndex(text), problems=problems), data
+
+
+def _syntax_problem(path: Path, message: str, text: str) -> Problem:
+    """Turn tomllib's "Invalid value (at line 3, column 9)" into a located problem."""
+    position = _SYNTAX_POSITION.search(message)
+    if position is not None:
+        line, what = int(position[1]), f"{message[: position.start()]} at column {position[2]}"
+    else:  # "... (at end of document)"
+        line, what = max(1, len(text.splitlines())), message.replace("(at end of document)", "at end of file")
+    return Problem(file=path, key="", line=line, message=f"TOML syntax error: {what.strip()}")
+
+
+def _guess_clusters_dir(fleet_file: Path, text: str) -> Path:
+    """Where the cluster files are when the fleet file cannot be parsed: a plain
+    ``clusters_dir = "..."`` line if there is one, else the fleet file's directory."""
+    match = re.search(r"""^\s*clusters_dir\s*=\s*(["'])([^"'\n]+)\1""", text, re.MULTILINE)
+    return syntax.display_path(fleet_file.parent, match[2] if match else ".")
+
+
+def _cluster_files(fleet_file: Path, directory: Path) -> list[Path]:
+    """The per-cluster files: *.toml in `directory`, minus the fleet file and names starting '.' or '_'."""
+    if not directory.is_dir():
+        return []
+    fleet = fleet_file.resolve()
+    candidates = sorted(directory.glob("*.toml"))
+    return [p for p in candidates if p.is_file() and p.name[0] not in "._" and p.resolve() != fleet]
+
+
+def _in_order(problems: Sequence[Problem]) -> list[Problem]:
+    """Problems grouped by file (in the order files were read), then by line."""
+    order = {file: index for index, file in reversed(list(enumerate(p.file for p in problems)))}
+    return sorted(problems, key=lambda p: (order[p.file], p.line or 0))
+
+
+def _section(parent: Table, key: str, known: frozenset[str]) -> Table:
+    """The sub-table `key`, or an empty one (so its defaults apply) when it is absent or mistyped."""
+    mistyped = key in parent.data and not isinstance(parent.data[key], dict)
+    empty = Table(parent.doc, {}, (*parent.path, key), known, stand_in=mistyped)
+    return parent.table(key, known) or empty
+
+
+# --- the fleet file ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class _FleetSettings:
+    """What the fleet file says, before clusters are attached."""
+
+    doc: Document
+    table: Table
+    """The [fleet] section (possibly empty), to place fleet-level warnings."""
+    name: str
+    clusters_dir: Path
+    """As the user would name it (relative to the working directory if the fleet file was)."""
+    state_dir: Path
+    listen: tuple[str, int]
+    concurrency: int
+    source: GitSource
+    decryption: Decryption
+    defaults: SyncDefaults
+    """The [defaults] section applied to built-in sync defaults; cluster syncs start from it."""
+    syncs: list[Declared] = field(default_factory=list)
+
+    def build(self, clusters: tuple[Cluster, ...], warnings: list[Problem]) -> Fleet:
+        return Fleet(
+            file=syntax.absolute(self.doc.file),
+            name=self.name,
+            clusters_dir=syntax.absolute(self.clusters_dir),
+            state_dir=self.state_dir,
+            source=self.source,
+            decryption=self.decryption,
+            listen_host=self.listen[0],
+            listen_port=self.listen[1],
+            concurrency=self.concurrency,
+            clusters=clusters,
+            fleet_syncs=tuple(d.sync for d in self.syncs),
+            warnings=tuple(warnings),
+        )
+
+
+def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
+    root = doc.root(data, FLEET_FILE_KEYS)
+    table = _section(root, "fleet", FLEET_KEYS)
+    base = syntax.absolute(doc.file).parent
+    defaults = read_options(root.table("defaults", OPTION_KEYS), SyncDefaults())
+    syncs = read_syncs(root, defaults, fleet_wide=True)
+    consistency.check_unique_syncs(syncs)
+    return _FleetSettings(
+        doc=doc,
+        table=table,
+        name=_fleet_name(table, doc.file),
+        clusters_dir=_clusters_dir(table, doc.file),
+        state_dir=syntax.resolve_path(base, table.text("state_dir", syntax.nonempty) or DEFAULT_STATE_DIR),
+        listen=_listen(table),
+        concurrency=table.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1),
+        source=_read_source(_section(root, "source", SOURCE_KEYS), base),
+        decryption=_read_decryption(root.table("decryption", DECRYPTION_KEYS), base),
+        defaults=defaults,
+        syncs=syncs,
+    )
+
+
+def _fleet_name(table: Table, file: Path) -> str:
+    name = table.text("name", _fleet_name_check)
+    if name is None and _fleet_name_check(file.stem) is not None:
+        table.report("name", f'the file name {file.stem!r} is not a usable fleet name; set name = "..."')
+    return name or file.stem
+
+
+def _fleet_name_check(value: str) -> str | None:
+    # The name may end up in label values, so it follows their syntax (but must not be empty).
+    if value and syntax.label_value(value) is None:
+        return None
+    return f"{value!r} is not a valid fleet name (at most 63 letters, digits, '-', '_', '.')"
+
+
+def _clusters_dir(table: Table, file: Path) -> Path:
+    text = table.text("clusters_dir", syntax.nonempty) or "."
+    directory = syntax.display_path(file.parent, text)
+    if not directory.is_dir():
+        table.report(
+            "clusters_dir", f"directory {str(directory)!r} does not exist; create it or fix clusters_dir"
+        )
+    return directory
+
+
+def _listen(table: Table) -> tuple[str, int]:
+    text = table.text("listen", syntax.listen_address)
+    if text is None or syntax.listen_address(text) is not None:
+        return (DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT)
+    return syntax.parse_listen(text)
+
+
+def _read_source(table: Table, base: Path) -> GitSource:
+    url = table.text("url", syntax.source_url, required='url = "https://github.com/me/fleet.git"') or ""
+    if syntax.url_kind(url) == "local":
+        url = str(syntax.resolve_path(base, url))
+    return GitSource(
+        url=url,
+        ref=_read_ref(table),
+        interval=table.duration("interval", DEFAULT_SOURCE_INTERVAL),
+        timeout=table.duration("timeout", DEFAULT_SOURCE_TIMEOUT),
+        auth=_read_auth(table.table("auth", AUTH_KEYS), base, url),
+    )
+
+
+def _read_ref(table: Table) -> GitRef:
+    given = [kind for kind in RefKind if kind.value in table.data]
+    values = [table.text(kind.value, _REF_CHECKS[kind]) for kind in given]
+    if len(given) > 1:
+        found = " and ".join(kind.value for kind in given)
+        table.report(given[1].value, f"set only one of branch, tag, semver, commit (found {found})")
+    if not given or values[0] is None:
+        return GitRef(kind=RefKind.BRANCH, value=DEFAULT_BRANCH)
+    value = values[0].lower() if given[0] is RefKind.COMMIT else values[0]
+    return GitRef(kind=given[0], value=value)
+
+
+def _read_auth(table: Table | None, base: Path, url: str) -> GitAuth | None:
+    if table is None:
+        return None
+    files = {
+        key: table.text(key, syntax.nonempty) for key in ("ssh_key_file", "known_hosts_file", "token_file")
+    }
+    _check_auth(table, files, syntax.url_kind(url))
+    if not any(files.values()):
+        return None
+    paths = {key: syntax.resolve_path(base, value) if value else None for key, value in files.items()}
+    username = table.text("username", syntax.nonempty) or DEFAULT_GIT_USERNAME
+    return GitAuth(username=username, **paths)
+
+
+def _check_auth(table: Table, files: Mapping[str, str | None], kind: str | None) -> None:
+    ssh, known, token = files["ssh_key_file"], files["known_hosts_file"], files["token_file"]
+    if ssh and token:
+        table.report("token_file", "set either ssh_key_file or token_file, not both")
+    if ssh and not known:
+        table.report(
+            "ssh_key_file",
+            "known_hosts_file is required with ssh_key_file, so the server's host key can be verified "
+            "(create one with: ssh-keyscan <host> > known_hosts)",
+        )
+    if ssh and kind == "http":
+        table.report(
+            "ssh_key_file", "an SSH key needs an ssh:// or git@host:path url; use token_file for https"
+        )
+    if token and kind == "ssh":
+        table.report("token_file", "a token needs an https:// url; use ssh_key_file for ssh")
+
+
+def _read_decryption(table: Table | None, base: Path) -> Decryption:
+    if table is None:
+        return Decryption()
+    gnupg_home = table.text("gnupg_home", syntax.nonempty)
+    sops = table.text("sops_binary", syntax.nonempty) or DEFAULT_SOPS_BINARY
+    age_keys = table.strings("age_key_files", syntax.nonempty) or ()
+    return Decryption(
+        age_key_files=tuple(syntax.resolve_path(base, key) for key in age_keys),
+        gnupg_home=syntax.resolve_path(base, gnupg_home) if gnupg_home else None,
+        sops_binary=str(syntax.resolve_path(base, sops)) if "/" in sops else sops,
+    )
+
+
+# --- cluster files -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class _ClusterDraft:
+    """What one cluster file says; its effective syncs are known only after all files are read."""
+
+    table: Table
+    """The [cluster] section (possibly empty)."""
+    name: str
+    kubeconfig: Path
+    context: str | None
+    labels: dict[str, str]
+    variables: dict[str, str]
+    wave: int
+    suspend: bool
+    own_syncs: list[Declared]
+
+    def build(self, syncs: Sequence[Declared]) -> Cluster:
+        return Cluster(
+            name=self.name,
+            file=syntax.absolute(self.table.doc.file),
+            kubeconfig=self.kubeconfig,
+            context=self.context,
+            labels=frozen_map(self.labels),
+            variables=frozen_map(self.variables),
+            wave=self.wave,
+            suspend=self.suspend,
+            syncs=tuple(d.sync for d in syncs),
+        )
+
+
+def _read_cluster_file(path: Path, problems: list[Problem], defaults: SyncDefaults) -> _ClusterDraft | None:
+    text = _read(path, problems)
+    parsed = None if text is None else _parse(path, text, problems)
+    if parsed is None:
+        return None
+    root = parsed[0].root(parsed[1], CLUSTER_FILE_KEYS)
+    table = _section(root, "cluster", CLUSTER_KEYS)
+    base = syntax.absolute(path).parent
+    kubeconfig = table.text(
+        "kubeconfig", syntax.nonempty, required=f'kubeconfig = "~/.kube/{path.stem}.yaml"'
+    )
+    return _ClusterDraft(
+        table=table,
+        name=_cluster_name(table, path),
+        kubeconfig=syntax.resolve_path(base, kubeconfig or "."),
+        context=table.text("context", syntax.nonempty),
+        labels=table.string_map("labels", syntax.label_key, syntax.label_value),
+        variables=root.string_map("variables", syntax.variable_name, lambda _: None),
+        wave=table.integer("wave", 0, minimum=0),
+        suspend=table.boolean("suspend", False),
+        own_syncs=read_syncs(root, defaults, fleet_wide=False),
+    )
+
+
+def _cluster_name(table: Table, path: Path) -> str:
+    check = syntax.dns_label("cluster name")
+    name = table.text("name", check)
+    if name is None and check(path.stem) is not None:
+        table.report(
+            "name",
+            f"the file name {path.stem!r} is not a valid cluster name (lowercase letters, digits, '-'); "
+            'rename the file or set name = "..." in [cluster]',
+        )
+    return name or path.stem
+
+
+# --- across files ------------------------------------------------------------------------------------
+
+
+def _check_and_build(
+    drafts: Sequence[_ClusterDraft], fleet_syncs: Sequence[Declared], check_targets: bool
+) -> tuple[Cluster, ...]:
+    consistency.check_cluster_names([(d.name, d.table) for d in drafts])
+    clusters = []
+    for draft in drafts:
+        consistency.check_unique_syncs(draft.own_syncs)
+        syncs = consistency.effective_syncs(draft.labels, fleet_syncs, draft.own_syncs)
+        consistency.check_dependencies(draft.name, syncs, check_targets=check_targets)
+        clusters.append(draft.build(syncs))
+    return tuple(sorted(clusters, key=lambda c: c.name))
+
+
+def _warnings(settings: _FleetSettings, drafts: Sequence[_ClusterDraft]) -> list[Problem]:
+    """Valid but probably unintended: an empty fleet, a fleet-wide sync that selects nothing."""
+    warnings: list[Problem] = []
+    sink = Document(file=settings.doc.file, lines=settings.doc.lines, problems=warnings)
+    if not drafts:
+        sink.report(
+            (*settings.table.path, "clusters_dir"),
+            f"no cluster files (*.toml) in {str(settings.clusters_dir)!r}: the fleet has no clusters",
+        )
+        return warnings
+    for declared in settings.syncs:
+        if not any(declared.sync.selects(d.labels) for d in drafts):
+            sink.report(
+                (*declared.table.path, "selector"), "selects no cluster: no cluster has all these labels"
+            )
+    return warnings
