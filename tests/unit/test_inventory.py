@@ -814,7 +814,7 @@ class TestLineLocator:
 
 
 class TestReference:
-    DOC = (REPO / "docs" / "configuration.md").read_text()
+    DOC = (REPO / "README.md").read_text()
 
     def test_full_example_of_the_configuration_reference_loads(self, tmp_path: Path) -> None:
         example = self.DOC[self.DOC.index("## Full example") :]
