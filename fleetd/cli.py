@@ -4,7 +4,7 @@ Exit codes, shared by every subcommand:
 
 * 0 — success, nothing wrong found;
 * 1 — the command ran and found problems (``check``: a cluster unreachable or
-  missing permissions);
+  missing permissions; ``status``: a sync not ready);
 * 2 — the command could not run: invalid inventory or bad usage.
 """
 
@@ -13,14 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 from fleetd import __version__
 from fleetd.check import check_fleet, render_table
+from fleetd.daemon import serve
 from fleetd.errors import InventoryError
 from fleetd.inventory import Fleet, load_fleet
+from fleetd.state import StateStore
+from fleetd.status import render_status, status_rows
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 DEFAULT_CONFIG = Path(os.environ.get("FLEETD_CONFIG", "/etc/fleetd/fleetd.toml"))
@@ -45,6 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--timeout", type=float, default=15.0, metavar="SECONDS", help="per-cluster deadline (default 15)"
     )
+    run = sub.add_parser(
+        "run",
+        help="run the daemon: keep every cluster equal to git",
+        description="Fetch the repository once per revision and reconcile every cluster concurrently "
+        "until SIGTERM or SIGINT (stops within 10 seconds).",
+    )
+    _add_config(run)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    status = sub.add_parser(
+        "status",
+        help="show per cluster and sync: revision, result, objects, last error, age",
+        description="Read the daemon's state directory (works whether or not the daemon runs).",
+    )
+    _add_config(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("version", help="print fleetd's version")
     return parser
 
@@ -99,14 +118,31 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return asyncio.run(serve(args.config))
+
+
+def _status(args: argparse.Namespace) -> int:
+    fleet = _load(args.config, args.json)
+    if fleet is None:
+        return EXIT_ERROR
+    rows = status_rows(fleet, StateStore(fleet.state_dir))
+    print(json.dumps(rows, indent=2) if args.json else render_status(rows))
+    return EXIT_OK if all(r["result"] == "ready" for r in rows) else EXIT_PROBLEMS
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    commands = {"check": _check, "run": _run, "status": _status}
     if args.command == "version":
         print(f"fleetd {__version__}")
         return EXIT_OK
-    if args.command == "check":
-        return _check(args)
-    return EXIT_ERROR  # argparse rejects unknown commands before this point
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -135,11 +135,12 @@ class KubeClient:
         query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Any:
         """Send one request and return the decoded JSON body; raise a :class:`KubeError` on failure."""
         params = list(query.items()) if isinstance(query, Mapping) else list(query or [])
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         try:
             resp = await self._api.call_api(
                 path,

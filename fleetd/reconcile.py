@@ -1,0 +1,199 @@
+"""Reconcile one sync on one cluster: render, apply, prune, remember.
+
+The order of the steps is the safety argument:
+
+1. **render** (shared across clusters by the render cache) — a failure here
+   stops the sync before any API call;
+2. **apply** (validate everything by dry run, then write what differs) — a
+   failure stops the sync before pruning; objects created before the
+   failure are added to the ledger so they can still be pruned later;
+3. **prune** the ledger's objects that are no longer rendered — only after
+   a fully successful apply, and only if the sync prunes;
+4. **record** the new ledger in the spoke and locally.
+
+Every object is labelled with the fleet and sync that own it; pruning
+refuses objects without those labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetd.apply import Applier, ApplyFailed, Change, Desired
+from fleetd.discovery import Discovery
+from fleetd.errors import FleetdError
+from fleetd.inventory import Cluster, Sync
+from fleetd.kube import KubeClient, KubeError
+from fleetd.ledger import Ledger, LedgerStore
+from fleetd.objects import FIELD_MANAGER, LABEL_FLEET, LABEL_MANAGED_BY, LABEL_SYNC, Entry, ObjRef
+from fleetd.prune import Pruned, prune
+from fleetd.render import RenderCache
+from fleetd.source import Snapshot
+from fleetd.state import StateStore, SyncStatus
+
+log = logging.getLogger(__name__)
+
+#: Reconciles re-read API discovery at most this often (seconds); unknown kinds refresh it anyway.
+DISCOVERY_MAX_AGE = 60.0
+
+
+@dataclass(slots=True)
+class ClusterSession:
+    """Everything needed to talk to one cluster, created once per connection."""
+
+    fleet: str
+    cluster: Cluster
+    client: KubeClient
+    discovery: Discovery
+    applier: Applier
+    ledgers: LedgerStore
+    state: StateStore
+    renders: RenderCache
+    log: logging.LoggerAdapter[logging.Logger] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = logging.LoggerAdapter(log, {"cluster": self.cluster.name})
+
+
+def owned(obj: dict[str, Any], fleet: str, sync: str) -> dict[str, Any]:
+    """A copy of ``obj`` carrying fleetd's ownership labels."""
+    out = copy.deepcopy(obj)
+    labels = out.setdefault("metadata", {}).setdefault("labels", {}) or {}
+    labels.update({LABEL_FLEET: fleet, LABEL_SYNC: sync, LABEL_MANAGED_BY: FIELD_MANAGER})
+    out["metadata"]["labels"] = labels
+    return out
+
+
+async def reconcile_sync(session: ClusterSession, sync: Sync, snapshot: Snapshot) -> SyncStatus:
+    """Run one reconcile of ``sync``; never raises for expected failures, returns the status instead."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(sync.timeout):
+            changes, pruned = await _reconcile(session, sync, snapshot)
+    except TimeoutError:
+        error = f"reconcile did not finish within the sync's timeout of {sync.timeout:g}s"
+        return _failed(session, sync, snapshot, error, started)
+    except (FleetdError, KubeError) as exc:
+        return _failed(session, sync, snapshot, str(exc), started)
+    status = SyncStatus(
+        cluster=session.cluster.name,
+        sync=sync.name,
+        revision=snapshot.revision,
+        result="ready",
+        objects=len(changes),
+        changed=sum(c.action != "unchanged" for c in changes),
+        pruned=sum(p.outcome == "deleted" for p in pruned),
+        attempted_at=time.time(),
+        succeeded_at=time.time(),
+        duration=time.monotonic() - started,
+    )
+    session.state.save_status(status)
+    return status
+
+
+def _failed(
+    session: ClusterSession, sync: Sync, snapshot: Snapshot, error: str, started: float
+) -> SyncStatus:
+    session.log.warning("sync %s failed at %s: %s", sync.name, snapshot.revision[:12], error)
+    status = SyncStatus(
+        cluster=session.cluster.name, sync=sync.name, revision=snapshot.revision, result="failed",
+        error=error, attempted_at=time.time(), duration=time.monotonic() - started,
+    )  # fmt: skip
+    session.state.save_status(status)
+    return status
+
+
+async def _reconcile(
+    session: ClusterSession, sync: Sync, snapshot: Snapshot
+) -> tuple[list[Change], list[Pruned]]:
+    discovery = session.discovery
+    await discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
+
+    def cluster_scoped(api_version: str, kind: str) -> bool:
+        resource = discovery.known(api_version, kind)
+        return resource is not None and not resource.namespaced
+
+    rendered = await session.renders.get(
+        snapshot.root, snapshot.revision, sync.path, session.cluster.variables, sync.namespace,
+        cluster_scoped=cluster_scoped,
+    )  # fmt: skip
+    desired = [
+        Desired(obj=owned(r.obj, session.fleet, sync.name), origin=f"{r.file}#{r.document}")
+        for r in rendered.objects
+    ]
+    previous = await session.ledgers.read(sync.name) or session.state.ledger(session.cluster.name, sync.name)
+    old_entries = previous.entries if previous else frozenset()
+    try:
+        changes = await session.applier.apply(desired, wait_timeout=sync.timeout)
+    except ApplyFailed as exc:
+        if exc.applied:  # remember what was written so a later prune can find it
+            await _record(session, sync, snapshot.revision, old_entries | _entries_of(desired))
+        raise
+    current = frozenset(Entry(c.ref, c.version) for c in changes)
+    pruned: list[Pruned] = []
+    stale = _stale(old_entries, current)
+    if stale and sync.prune:
+        pruned = await prune(session.client, session.discovery, stale, fleet=session.fleet, sync=sync.name)
+        _log_pruned(session, sync, pruned)
+    keep = current if sync.prune else current | stale
+    await _record(session, sync, snapshot.revision, keep)
+    session.log.info(
+        "sync %s ready at %s: %d objects, %d changed, %d pruned",
+        sync.name, snapshot.revision[:12], len(changes),
+        sum(c.action != "unchanged" for c in changes), sum(p.outcome == "deleted" for p in pruned),
+    )  # fmt: skip
+    return changes, pruned
+
+
+def _entries_of(desired: list[Desired]) -> frozenset[Entry]:
+    out = set()
+    for d in desired:
+        version = str(d.obj["apiVersion"]).rpartition("/")[2]
+        out.add(Entry(d.ref, version))
+    return frozenset(out)
+
+
+def _stale(old: frozenset[Entry], current: frozenset[Entry]) -> frozenset[Entry]:
+    live_refs: set[ObjRef] = {e.ref for e in current}
+    return frozenset(e for e in old if e.ref not in live_refs)
+
+
+def _log_pruned(session: ClusterSession, sync: Sync, pruned: list[Pruned]) -> None:
+    for p in pruned:
+        if p.outcome == "deleted":
+            session.log.info("sync %s pruned %s", sync.name, p.ref)
+        elif p.outcome in ("protected", "foreign"):
+            session.log.info("sync %s left %s in place (%s)", sync.name, p.ref, p.outcome)
+
+
+async def _record(session: ClusterSession, sync: Sync, revision: str, entries: frozenset[Entry]) -> None:
+    ledger = Ledger(sync=sync.name, revision=revision, prune=sync.prune, entries=entries)
+    await session.ledgers.write(ledger)
+    session.state.save_ledger(session.cluster.name, ledger)
+
+
+async def prune_removed_syncs(session: ClusterSession) -> list[str]:
+    """Clean up syncs this fleet once applied to the cluster but no longer assigns to it."""
+    assigned = {s.name for s in session.cluster.syncs}
+    removed = []
+    for ledger in await session.ledgers.read_all():
+        if ledger.sync in assigned:
+            continue
+        if ledger.prune:
+            pruned = await prune(
+                session.client, session.discovery, ledger.entries, fleet=session.fleet, sync=ledger.sync
+            )
+            session.log.info(
+                "sync %s was removed from this cluster: pruned %d object(s)",
+                ledger.sync, sum(p.outcome == "deleted" for p in pruned),
+            )  # fmt: skip
+        await session.ledgers.delete(ledger.sync)
+        session.state.forget_ledger(session.cluster.name, ledger.sync)
+        session.state.forget_status(session.cluster.name, ledger.sync)
+        removed.append(ledger.sync)
+    return removed

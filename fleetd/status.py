@@ -1,0 +1,57 @@
+"""``fleetd status``: what the last reconcile of every sync did, from the state directory.
+
+Rows come from the inventory (every cluster and sync that *should* exist)
+joined with the persisted statuses, so a sync that never ran shows up as
+``pending`` instead of being silently absent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fleetd.durations import format_duration
+from fleetd.inventory import Fleet
+from fleetd.state import StateStore
+
+
+def status_rows(fleet: Fleet, state: StateStore) -> list[dict[str, Any]]:
+    """One row per (cluster, sync) of the inventory, with its last known status."""
+    known = {(s.cluster, s.sync): s for s in state.statuses()}
+    rows = []
+    for cluster in fleet.clusters:
+        for sync in cluster.syncs:
+            s = known.get((cluster.name, sync.name))
+            rows.append(
+                {
+                    "cluster": cluster.name,
+                    "sync": sync.name,
+                    "revision": s.revision if s else None,
+                    "result": s.result if s else "pending",
+                    "objects": s.objects if s else 0,
+                    "changed": s.changed if s else 0,
+                    "pruned": s.pruned if s else 0,
+                    "error": s.error if s else None,
+                    "attempted_at": s.attempted_at if s else None,
+                    "succeeded_at": s.succeeded_at if s else None,
+                }
+            )
+    return rows
+
+
+def _age(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return format_duration(max(0.0, round(time.time() - timestamp)))
+
+
+def render_status(rows: list[dict[str, Any]]) -> str:
+    """A table, then one line per error."""
+    table = [("CLUSTER", "SYNC", "REVISION", "RESULT", "OBJECTS", "AGE")]
+    for r in rows:
+        rev = (r["revision"] or "-")[:12]
+        table.append((r["cluster"], r["sync"], rev, r["result"], str(r["objects"]), _age(r["attempted_at"])))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    lines += [f"{r['cluster']}/{r['sync']}: {r['error']}" for r in rows if r["error"]]
+    return "\n".join(lines)

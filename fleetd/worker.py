@@ -1,0 +1,203 @@
+"""One worker per cluster: when to reconcile which sync, and backing off alone.
+
+A worker owns its cluster's connection and decides, pass after pass, which
+syncs are *due*: never reconciled, a new revision, the sync's interval
+elapsed, a failure whose back-off expired, or an explicit trigger. It runs
+due syncs in ``depends_on`` order; a sync whose dependency is not ready at
+the same revision waits and says what it waits for.
+
+Isolation: the fleet-wide concurrency limit is a semaphore taken per pass,
+and every wait is this worker's own — an unreachable, slow or forbidden
+cluster backs off (exponential with jitter, capped) without holding up any
+other worker. Statuses are persisted, so after a restart a sync that is up
+to date waits for its interval instead of being reconciled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from graphlib import TopologicalSorter
+
+from fleetd.apply import Applier
+from fleetd.discovery import Discovery
+from fleetd.inventory import Cluster, Sync
+from fleetd.kube import KubeClient, KubeError, connect
+from fleetd.ledger import LedgerStore
+from fleetd.reconcile import ClusterSession, prune_removed_syncs, reconcile_sync
+from fleetd.render import RenderCache
+from fleetd.source import Snapshot
+from fleetd.state import StateStore, SyncStatus
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+IDLE_WAIT = 3600.0
+
+
+def backoff(failures: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Exponential back-off with full jitter in its upper half: ``[d/2, d]``, ``d = min(cap, base*2^n)``."""
+    delay = min(cap, base * float(2 ** max(0, failures - 1)))
+    return delay / 2 + random.random() * delay / 2  # noqa: S311 - jitter, not cryptography
+
+
+class ClusterWorker:
+    """Reconciles one cluster's syncs for as long as it runs."""
+
+    def __init__(
+        self,
+        *,
+        fleet: str,
+        cluster: Cluster,
+        state: StateStore,
+        renders: RenderCache,
+        limiter: asyncio.Semaphore,
+        snapshot: Callable[[], Snapshot | None],
+    ) -> None:
+        self.fleet, self.cluster = fleet, cluster
+        self._state, self._renders, self._limiter, self._snapshot = state, renders, limiter, snapshot
+        self._wake = asyncio.Event()
+        self._forced: set[str] = set()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._session: ClusterSession | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.statuses: dict[str, SyncStatus] = {
+            s.sync: s for s in state.statuses() if s.cluster == cluster.name
+        }
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+
+    def trigger(self, sync: str | None = None) -> None:
+        """Reconcile now: one sync, or every sync of the cluster."""
+        self._forced |= {sync} if sync else {s.name for s in self.cluster.syncs}
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Re-evaluate what is due (e.g. a new revision arrived)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                delay = await self.run_pass()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                self._wake.clear()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.client.close()
+            self._session = None
+
+    # -- one pass ------------------------------------------------------------
+
+    async def run_pass(self) -> float:
+        """Reconcile what is due; return seconds until something is due again."""
+        snapshot = self._snapshot()
+        if snapshot is None or self.cluster.suspend:
+            return IDLE_WAIT
+        due = [s for s in self._ordered() if self._due_in(s, snapshot) <= 0]
+        if due:
+            async with self._limiter:
+                await self._reconcile(due, snapshot)
+        return max(0.05, min((self._due_in(s, snapshot) for s in self.cluster.syncs), default=IDLE_WAIT))
+
+    async def _reconcile(self, due: list[Sync], snapshot: Snapshot) -> None:
+        self._forced -= {s.name for s in due}
+        try:
+            session = await self._connect()
+            await session.client.version()
+        except KubeError as exc:
+            self._unreachable(due, snapshot, exc)
+            return
+        self.reachable, self.last_error = True, None
+        failed = False
+        for sync in due:
+            status = await self._run_sync(session, sync, snapshot)
+            self.statuses[sync.name] = status
+            failed |= status.result == "failed"
+        with contextlib.suppress(KubeError):
+            await prune_removed_syncs(session)
+        self._failures = self._failures + 1 if failed else 0
+        self._retry_at = time.time() + backoff(self._failures) if failed else 0.0
+
+    async def _run_sync(self, session: ClusterSession, sync: Sync, snapshot: Snapshot) -> SyncStatus:
+        if sync.suspend:
+            return self._record(sync, snapshot, "suspended", None)
+        blockers = [d for d in sync.depends_on if not self._ready_at(d, snapshot.revision)]
+        if blockers:
+            return self._record(sync, snapshot, "waiting", f"waiting for {', '.join(blockers)} to be ready")
+        return await reconcile_sync(session, sync, snapshot)
+
+    def _unreachable(self, due: list[Sync], snapshot: Snapshot, exc: KubeError) -> None:
+        self.reachable, self.last_error = False, exc.detail
+        self._failures += 1
+        delay = backoff(self._failures)
+        self._retry_at = time.time() + delay
+        log.warning("cluster %s: %s; retrying in %.1fs", self.cluster.name, exc.detail, delay)
+        for sync in due:
+            self.statuses[sync.name] = self._record(
+                sync, snapshot, "failed", f"cluster unreachable: {exc.detail}"
+            )
+        stale, self._session = self._session, None
+        if stale is not None:  # reconnect from scratch next time; close in the background
+            self._closing = asyncio.get_running_loop().create_task(stale.client.close())
+
+    def _record(self, sync: Sync, snapshot: Snapshot, result: str, error: str | None) -> SyncStatus:
+        previous = self.statuses.get(sync.name)
+        status = SyncStatus(
+            cluster=self.cluster.name, sync=sync.name, revision=snapshot.revision, result=result, error=error,
+            objects=previous.objects if previous else 0, attempted_at=time.time(),
+        )  # fmt: skip
+        self._state.save_status(status)
+        return status
+
+    # -- scheduling ------------------------------------------------------------
+
+    def _ordered(self) -> list[Sync]:
+        graph = {s.name: set(s.depends_on) for s in self.cluster.syncs}
+        order = list(TopologicalSorter(graph).static_order())
+        return [self.cluster.sync(name) for name in order]
+
+    def _ready_at(self, sync: str, revision: str) -> bool:
+        status = self.statuses.get(sync)
+        return status is not None and status.result == "ready" and status.revision == revision
+
+    def _due_in(self, sync: Sync, snapshot: Snapshot) -> float:
+        status = self.statuses.get(sync.name)
+        if sync.name in self._forced or status is None or status.revision != snapshot.revision:
+            return 0.0
+        if status.result in ("failed", "waiting"):
+            return self._retry_at - time.time()
+        return status.attempted_at + sync.interval - time.time()
+
+    async def _connect(self) -> ClusterSession:
+        if self._session is None:
+            client = await connect(self.cluster.name, self.cluster.kubeconfig, self.cluster.context)
+            self._session = _session(self.fleet, self.cluster, client, self._state, self._renders)
+        return self._session
+
+
+def _session(
+    fleet: str, cluster: Cluster, client: KubeClient, state: StateStore, renders: RenderCache
+) -> ClusterSession:
+    discovery = Discovery(client)
+    return ClusterSession(
+        fleet=fleet,
+        cluster=cluster,
+        client=client,
+        discovery=discovery,
+        applier=Applier(client, discovery),
+        ledgers=LedgerStore(client, fleet),
+        state=state,
+        renders=renders,
+    )

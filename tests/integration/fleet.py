@@ -1,0 +1,117 @@
+"""Helpers for end-to-end tests: a fleet inventory on disk, a daemon in the test's loop, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fleetd.daemon import Daemon
+from fleetd.testbed.bed import Spoke
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def write_fleet(
+    tmp_path: Path,
+    *,
+    repo: Path,
+    clusters: dict[str, Path],
+    syncs: list[dict[str, Any]],
+    name: str | None = None,
+) -> Path:
+    """A fleet file plus one cluster file per spoke, each cluster with the same syncs."""
+    inv = tmp_path / "inventory"
+    inv.mkdir(exist_ok=True)
+    fleet = inv / "fleetd.toml"
+    fleet.write_text(
+        f'[fleet]\nname = "{name or unique("fleet")}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+        f'[source]\nurl = "{repo}"\nbranch = "main"\ninterval = "1h"\n'
+    )
+    for cluster, kubeconfig in clusters.items():
+        text = f'[cluster]\nkubeconfig = "{kubeconfig}"\n\n[variables]\ncluster_name = "{cluster}"\n'
+        for sync in syncs:
+            text += "\n[[syncs]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sync.items())
+        (inv / f"{cluster}.toml").write_text(text)
+    return fleet
+
+
+@asynccontextmanager
+async def running(config: Path) -> AsyncIterator[Daemon]:
+    """A daemon running in the test's event loop, stopped (and awaited) on exit."""
+    daemon = Daemon.from_config(config)
+    task = asyncio.create_task(daemon.run(), name="daemon-under-test")
+    await daemon.started.wait()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+    """Poll ``check`` until it holds, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+async def get(spoke: Spoke, path: str) -> dict[str, Any] | None:
+    """GET through the admin credentials, off the event loop; None if 404."""
+    try:
+        result: dict[str, Any] = await asyncio.to_thread(spoke.request, "GET", path)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    return result
+
+
+async def put(spoke: Spoke, method: str, path: str, body: Any) -> Any:
+    return await asyncio.to_thread(spoke.request, method, path, body)
+
+
+def configmap(name: str, namespace: str, data: dict[str, str], **meta: Any) -> str:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, **meta},
+    }
+    doc["data"] = data
+    return json.dumps(doc)
+
+
+def namespace_doc(name: str) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+
+def deployment(name: str, namespace: str, replicas: int = 2) -> str:
+    labels = {"app": name}
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
+                },
+            },
+        }
+    )
