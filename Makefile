@@ -21,8 +21,8 @@ testbed: install
 	$(BIN)/python -m fleetd.testbed build
 
 lint: install
-	$(BIN)/ruff check fleetd tests
-	$(BIN)/ruff format --check fleetd tests
+	$(BIN)/ruff check fleetd tests bench
+	$(BIN)/ruff format --check fleetd tests bench
 
 typecheck: install
 	$(BIN)/mypy

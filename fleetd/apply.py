@@ -146,20 +146,25 @@ class Applier:
 
     # -- public ----------------------------------------------------------
 
-    async def apply(self, desired: Sequence[Desired], *, wait_timeout: float = 60.0) -> list[Change]:
-        """Validate everything, then apply prerequisites, wait for them, then the rest."""
+    async def apply(
+        self, desired: Sequence[Desired], *, wait_timeout: float = 60.0, force: bool = False
+    ) -> list[Change]:
+        """Validate everything, then apply prerequisites, wait for them, then the rest.
+
+        ``force``: recreate objects whose immutable fields changed (else only those annotated so).
+        """
         ordered = sorted(desired, key=lambda d: apply_rank(d.ref))
         first = [d for d in ordered if is_prerequisite(d.ref)]
         rest = [d for d in ordered if not is_prerequisite(d.ref)]
-        plans1, errors = await self._plan_all(first)
-        plans2, deferred, errors2 = await self._plan_rest(rest, first)
+        plans1, errors = await self._plan_all(first, force)
+        plans2, deferred, errors2 = await self._plan_rest(rest, first, force)
         if errors or errors2:
             raise ApplyFailed([*errors, *errors2], applied=False)
         changes = await self._execute(plans1)
         await self._wait_prerequisites([p.desired for p in plans1], wait_timeout)
         if deferred:
             await self._discovery.refresh()
-            more, errors = await self._plan_all(deferred)
+            more, errors = await self._plan_all(deferred, force)
             if errors:
                 raise ApplyFailed(errors, applied=any(c.action != "unchanged" for c in changes))
             plans2 = sorted([*plans2, *more], key=lambda p: apply_rank(p.desired.ref))
@@ -169,8 +174,10 @@ class Applier:
 
     # -- planning (reads and dry runs only) -------------------------------
 
-    async def _plan_all(self, desired: Iterable[Desired]) -> tuple[list[_Plan], list[BaseException]]:
-        results = await asyncio.gather(*(self._plan(d) for d in desired), return_exceptions=True)
+    async def _plan_all(
+        self, desired: Iterable[Desired], force: bool
+    ) -> tuple[list[_Plan], list[BaseException]]:
+        results = await asyncio.gather(*(self._plan(d, force) for d in desired), return_exceptions=True)
         plans = [r for r in results if isinstance(r, _Plan)]
         errors = [r for r in results if isinstance(r, BaseException)]
         for e in errors:
@@ -179,17 +186,17 @@ class Applier:
         return plans, errors
 
     async def _plan_rest(
-        self, rest: list[Desired], first: list[Desired]
+        self, rest: list[Desired], first: list[Desired], force: bool
     ) -> tuple[list[_Plan], list[Desired], list[BaseException]]:
         """Plan stage two; objects waiting on this sync's own CRDs or Namespaces are deferred."""
         created_kinds = {_crd_kind(d.obj) for d in first if d.ref.kind == "CustomResourceDefinition"}
         created_ns = {d.ref.name for d in first if d.ref.kind == "Namespace"}
         now = [d for d in rest if not _waits_on(d, created_kinds, created_ns)]
         later = [d for d in rest if _waits_on(d, created_kinds, created_ns)]
-        plans, errors = await self._plan_all(now)
+        plans, errors = await self._plan_all(now, force)
         return plans, later, errors
 
-    async def _plan(self, d: Desired) -> _Plan:
+    async def _plan(self, d: Desired, force: bool) -> _Plan:
         try:
             resource = await self._discovery.resolve(d.obj["apiVersion"], d.obj["kind"])
         except UnknownKind as exc:
@@ -204,20 +211,22 @@ class Applier:
             try:
                 dry = await self._ssa(path, obj, dry_run=True)
             except Invalid as exc:
-                return self._immutable(d, resource, live, exc)
+                return self._immutable(d, resource, live, exc, force)
             except ApiError as exc:
                 raise ApplyError(d.ref, d.origin, exc.detail) from exc
         return _Plan(desired=d, resource=resource, live=live, differs=live is None or _differs(dry, live))
 
-    def _immutable(self, d: Desired, resource: Resource, live: dict[str, Any] | None, exc: Invalid) -> _Plan:
+    def _immutable(
+        self, d: Desired, resource: Resource, live: dict[str, Any] | None, exc: Invalid, force: bool
+    ) -> _Plan:
         if live is None or "immutable" not in exc.api_message:
             raise ApplyError(d.ref, d.origin, exc.api_message) from exc
-        if annotations_of(d.obj).get(ANNOTATION_FORCE) != ENABLED:
+        if not force and annotations_of(d.obj).get(ANNOTATION_FORCE) != ENABLED:
             raise ApplyError(
                 d.ref,
                 d.origin,
-                f"{exc.api_message} — change it back, or annotate the object "
-                f"{ANNOTATION_FORCE}: {ENABLED} to let fleetd delete and recreate it",
+                f"{exc.api_message} — change it back, or let fleetd delete and recreate it: "
+                f"annotate the object {ANNOTATION_FORCE}: {ENABLED}, or set force = true on the sync",
             ) from exc
         return _Plan(desired=d, resource=resource, live=live, differs=True, recreate=True)
 
@@ -275,7 +284,7 @@ class Applier:
         return Change(ref=d.ref, action=action, version=version)
 
     async def _delete_and_wait(self, path: str, timeout: float = 60.0) -> None:
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"}
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         await self._client.request("DELETE", path, body=body)
         await _poll(lambda: self._gone(path), timeout, f"deletion of {path}")
 

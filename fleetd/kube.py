@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ class KubeClient:
     def __init__(self, cluster: str, api: ApiClient) -> None:
         self.cluster = cluster
         self._api = api
+        #: Requests sent, by HTTP method (for metrics and benchmarks).
+        self.requests: Counter[str] = Counter()
 
     @property
     def server(self) -> str:
@@ -141,6 +144,7 @@ class KubeClient:
         """Send one request and return the decoded JSON body; raise a :class:`KubeError` on failure."""
         params = list(query.items()) if isinstance(query, Mapping) else list(query or [])
         headers = {"Accept": accept, "Content-Type": content_type}
+        self.requests[method] += 1
         try:
             resp = await self._api.call_api(
                 path,

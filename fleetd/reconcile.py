@@ -54,10 +54,19 @@ class ClusterSession:
     ledgers: LedgerStore
     state: StateStore
     renders: RenderCache
-    log: logging.LoggerAdapter[logging.Logger] = field(init=False)
+    log: ClusterLog = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log = logging.LoggerAdapter(log, {"cluster": self.cluster.name})
+        self.log = ClusterLog(log, {"cluster": self.cluster.name})
+
+
+class ClusterLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes messages with the cluster and keeps it as a structured field."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"cluster {extra.get('cluster')}: {msg}", kwargs
 
 
 def owned(obj: dict[str, Any], fleet: str, sync: str) -> dict[str, Any]:
@@ -129,7 +138,7 @@ async def _reconcile(
     previous = await session.ledgers.read(sync.name) or session.state.ledger(session.cluster.name, sync.name)
     old_entries = previous.entries if previous else frozenset()
     try:
-        changes = await session.applier.apply(desired, wait_timeout=sync.timeout)
+        changes = await session.applier.apply(desired, wait_timeout=sync.timeout, force=sync.force)
     except ApplyFailed as exc:
         if exc.applied:  # remember what was written so a later prune can find it
             await _record(session, sync, snapshot.revision, old_entries | _entries_of(desired))

@@ -645,3 +645,38 @@ def _read_token(path: Path) -> str:
     except OSError as error:
         # The message names the file, never its content.
         raise _CredentialsRefused(f"cannot read token file {path}: {error.strerror}") from None
+
+
+def publish_directory(directory: Path, repository: Path, message: str, branch: str = "main") -> str:
+    """Commit the files of ``directory`` as the whole tree of ``branch`` in a local repository.
+
+    Creates the repository when needed; a commit is made only when the tree
+    changed. Returns the branch's commit. The demo uses this to serve the
+    example GitOps repository shipped with the project.
+    """
+    repo = (
+        pygit2.Repository(str(repository))
+        if (repository / ".git").exists() or (repository / "HEAD").exists()
+        else pygit2.init_repository(str(repository), bare=True, initial_head=branch)
+    )
+    tree = _tree_of(repo, directory)
+    ref = f"refs/heads/{branch}"
+    parent = repo.references.get(ref)
+    if parent is not None and repo[parent.target].peel(pygit2.Commit).tree_id == tree:
+        return str(parent.target)
+    author = pygit2.Signature("fleetd demo", "demo@fleetd.invalid")
+    parents = [parent.target] if parent is not None else []
+    return str(repo.create_commit(ref, author, author, message, tree, parents))
+
+
+def _tree_of(repo: pygit2.Repository, directory: Path) -> pygit2.Oid:
+    builder = repo.TreeBuilder()
+    for entry in sorted(directory.iterdir()):
+        if entry.name == ".git":
+            continue
+        if entry.is_dir():
+            builder.insert(entry.name, _tree_of(repo, entry), pygit2.enums.FileMode.TREE)
+        elif entry.is_file():
+            blob = repo.create_blob(entry.read_bytes())
+            builder.insert(entry.name, blob, pygit2.enums.FileMode.BLOB)
+    return builder.write()

@@ -65,6 +65,8 @@ class ClusterWorker:
         self._forced: set[str] = set()
         self._failures = 0
         self._retry_at = 0.0
+        self._verified = False
+        self._orphans: set[str] = set()  # ledgers in the spoke of syncs no longer assigned here
         self._session: ClusterSession | None = None
         self._closing: asyncio.Task[None] | None = None
         self.statuses: dict[str, SyncStatus] = {
@@ -72,6 +74,11 @@ class ClusterWorker:
         }
         self.reachable: bool | None = None
         self.last_error: str | None = None
+
+    @property
+    def requests(self) -> int:
+        """API requests sent to this cluster over the current connection."""
+        return sum(self._session.client.requests.values()) if self._session else 0
 
     def trigger(self, sync: str | None = None) -> None:
         """Reconcile now: one sync, or every sync of the cluster."""
@@ -105,8 +112,10 @@ class ClusterWorker:
         snapshot = self._snapshot()
         if snapshot is None or self.cluster.suspend:
             return IDLE_WAIT
+        if not self._verified:
+            await self._verify_ledgers()
         due = [s for s in self._ordered() if self._due_in(s, snapshot) <= 0]
-        if due:
+        if due or self._orphans:
             async with self._limiter:
                 await self._reconcile(due, snapshot)
         return max(0.05, min((self._due_in(s, snapshot) for s in self.cluster.syncs), default=IDLE_WAIT))
@@ -127,6 +136,7 @@ class ClusterWorker:
             failed |= status.result == "failed"
         with contextlib.suppress(KubeError):
             await prune_removed_syncs(session)
+            self._orphans = set()
         self._failures = self._failures + 1 if failed else 0
         self._retry_at = time.time() + backoff(self._failures) if failed else 0.0
 
@@ -137,6 +147,25 @@ class ClusterWorker:
         if blockers:
             return self._record(sync, snapshot, "waiting", f"waiting for {', '.join(blockers)} to be ready")
         return await reconcile_sync(session, sync, snapshot)
+
+    async def _verify_ledgers(self) -> None:
+        """After a (re)start, distrust remembered statuses the cluster itself does not confirm.
+
+        A sync recorded as ready whose ledger is missing in the spoke, or names
+        another revision (a rebuilt cluster, another hub), is reconciled now
+        instead of at its next interval.
+        """
+        try:
+            session = await self._connect()
+            ledgers = {ledger.sync: ledger for ledger in await session.ledgers.read_all()}
+        except KubeError:
+            return  # unreachable: the normal schedule and back-off apply
+        self._verified = True
+        self._orphans = set(ledgers) - {s.name for s in self.cluster.syncs}
+        for name, status in self.statuses.items():
+            ledger = ledgers.get(name)
+            if status.result == "ready" and (ledger is None or ledger.revision != status.revision):
+                self._forced.add(name)
 
     def _unreachable(self, due: list[Sync], snapshot: Snapshot, exc: KubeError) -> None:
         self.reachable, self.last_error = False, exc.detail

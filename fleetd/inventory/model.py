@@ -101,6 +101,8 @@ class SyncDefaults:
     """Namespace given to namespaced objects that name none; None = leave them."""
     suspend: bool = False
     """Skip this sync entirely (nothing applied, nothing pruned)."""
+    force: bool = False
+    """Delete and recreate objects whose immutable fields changed, instead of failing."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +137,8 @@ class Sync:
     """See `SyncDefaults.namespace`."""
     suspend: bool = False
     """See `SyncDefaults.suspend`."""
+    force: bool = False
+    """See `SyncDefaults.force`."""
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a cluster with `labels` receives this sync."""

@@ -16,7 +16,7 @@ from fleetd.inventory import syntax
 from fleetd.inventory.fields import Table
 from fleetd.inventory.model import DriftPolicy, IgnoreRule, Sync, SyncDefaults, frozen_map
 
-OPTION_KEYS = frozenset({"prune", "interval", "wait", "timeout", "drift", "namespace", "suspend"})
+OPTION_KEYS = frozenset({"prune", "interval", "wait", "timeout", "drift", "namespace", "suspend", "force"})
 SYNC_KEYS = OPTION_KEYS | {"name", "path", "depends_on", "ignore"}
 FLEET_SYNC_KEYS = SYNC_KEYS | {"selector"}
 IGNORE_KEYS = frozenset({"paths", "group", "kind", "name", "namespace"})
@@ -44,6 +44,7 @@ def read_options(table: Table | None, base: SyncDefaults) -> SyncDefaults:
         drift=_drift(table, base.drift),
         namespace=table.text("namespace", syntax.dns_label("namespace name")) or base.namespace,
         suspend=table.boolean("suspend", base.suspend),
+        force=table.boolean("force", base.force),
     )
 
 
@@ -85,6 +86,7 @@ def _read_sync(table: Table, defaults: SyncDefaults, fleet_wide: bool) -> Declar
         drift=options.drift,
         namespace=options.namespace,
         suspend=options.suspend,
+        force=options.force,
     )
     return Declared(sync=sync, table=table)
 

@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=Path("clusters/fleetd.toml"), help="fleet-wide TOML file"
     )
     demo.add_argument("--no-hold", action="store_true", help="stop the spokes once the demo has run")
+    demo.add_argument(
+        "--example-repo",
+        type=Path,
+        default=Path("examples/fleet-repo"),
+        help="directory published as the git source",
+    )
     return parser
 
 
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test bed binaries ready in {tools.bin_dir} ({time.monotonic() - started:.1f}s)")
         return 0
     if args.command == "demo":
-        return run_demo(args.config, hold=not args.no_hold)
+        return run_demo(args.config, hold=not args.no_hold, example_repo=args.example_repo)
     return _up(args)
 
 

@@ -296,3 +296,34 @@ async def test_a_restarted_daemon_on_an_unchanged_revision_writes_nothing(
         await eventually(reconciled_again, "a second reconcile after the restart")
         assert all(daemon.workers[s.name].statuses["apps"].changed == 0 for s in spokes)
         assert await versions(daemon) == before
+
+
+async def test_moving_a_sync_to_another_cluster_leaves_no_orphans(
+    spokes: list[Spoke], repo: WorkRepo, tmp_path: Path
+) -> None:
+    ns = unique("moved")
+    repo.write({"apps/ns.yaml": namespace_doc(ns), "apps/cm.yaml": configmap("cm", ns, {"v": "1"})})
+    rev = repo.commit("movable")
+    first, second = spokes[0], spokes[1]
+    name = unique("fleet")
+    sync = [{"name": "apps", "path": "apps"}]
+    config = write_fleet(
+        tmp_path, repo=repo.path, clusters={first.name: first.kubeconfig}, syncs=sync, name=name
+    )
+    async with running(config) as daemon:
+        await until_status(daemon, first.name, "apps", "ready", rev)
+    # The operator moves the sync: the first cluster keeps no syncs, the second gets it.
+    (config.parent / f"{first.name}.toml").write_text(f'[cluster]\nkubeconfig = "{first.kubeconfig}"\n')
+    (config.parent / f"{second.name}.toml").write_text(
+        f'[cluster]\nkubeconfig = "{second.kubeconfig}"\n\n[[syncs]]\nname = "apps"\npath = "apps"\n'
+    )
+    async with running(config) as daemon:
+        await until_status(daemon, second.name, "apps", "ready", rev)
+        daemon.trigger(first.name)
+
+        async def orphans_gone() -> bool:
+            ledger = await get(first, cm_path(SYSTEM_NAMESPACE, f"{name}.apps"))
+            return ledger is None and await data_of(first, ns, "cm") is None
+
+        await eventually(orphans_gone, "the first cluster's copy pruned and its ledger removed")
+        assert await data_of(second, ns, "cm") == {"v": "1"}

@@ -144,7 +144,9 @@ class TestUnknownKeys:
 
     def test_unknown_key_without_a_close_match_lists_the_known_keys(self, tmp_path: Path) -> None:
         problem = one_problem(tmp_path, with_sync("zzz = 1\n"), "pi5.toml", "syncs[0].zzz")
-        known = "depends_on, drift, ignore, interval, name, namespace, path, prune, suspend, timeout, wait"
+        known = (
+            "depends_on, drift, force, ignore, interval, name, namespace, path, prune, suspend, timeout, wait"
+        )
         assert problem.message == f"unknown key 'zzz' (expected one of: {known})"
 
 
@@ -579,7 +581,7 @@ class TestValidFleets:
         fleet = load_fleet(REPO / "clusters" / "fleetd.toml")
         assert fleet.name == "home-lab"
         assert [c.name for c in fleet.clusters] == ["mac-mini", "pi5"]
-        assert fleet.source.local_path == REPO / "examples" / "fleet-repo"
+        assert fleet.source.local_path == Path.home() / ".local" / "state" / "fleetd-demo" / "fleet-repo.git"
         assert fleet.warnings == ()
         for cluster in fleet.clusters:
             assert [s.name for s in cluster.syncs] == ["infrastructure", "apps"]
