@@ -22,8 +22,9 @@ import signal
 from pathlib import Path
 
 from fleetd.errors import InventoryError
-from fleetd.inventory import Fleet, load_fleet
-from fleetd.render import RenderCache
+from fleetd.inventory import Decryption, Fleet, load_fleet
+from fleetd.render import Decrypt, RenderCache
+from fleetd.sops import KeyRing, SopsError, decrypt_bytes
 from fleetd.source import GitSourceFetcher, Snapshot, SourceError, redact
 from fleetd.state import StateStore
 from fleetd.worker import ClusterWorker
@@ -41,6 +42,7 @@ class Daemon:
         self.state = StateStore(fleet.state_dir)
         self.source = GitSourceFetcher(fleet.source, fleet.state_dir)
         self.renders = RenderCache()
+        self.decrypt = decryptor(fleet.decryption)
         self._limiter = asyncio.Semaphore(fleet.concurrency)
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
         self._fetch_now = asyncio.Event()
@@ -59,6 +61,7 @@ class Daemon:
             renders=self.renders,
             limiter=self._limiter,
             snapshot=lambda: self.source.current,
+            decrypt=self.decrypt,
         )
 
     # -- control ---------------------------------------------------------------
@@ -117,6 +120,28 @@ class Daemon:
         self.renders.evict_except(snapshot.revision)
         for worker in self.workers.values():
             worker.wake()
+
+
+def decryptor(decryption: Decryption) -> Decrypt | None:
+    """The renderer's decryption hook for the fleet's keys, or None when none are configured.
+
+    Unusable keys (unreadable file, bad key) do not stop the daemon: the hook
+    then fails every encrypted file with that error, so only the syncs that
+    hold secrets fail, and they say why.
+    """
+    if not decryption.age_key_files and decryption.gnupg_home is None:
+        return None
+    try:
+        keys = KeyRing.from_decryption(decryption)
+    except SopsError as exc:
+        log.error("decryption keys unusable: %s", exc)  # noqa: TRY400 - the message is the diagnosis
+        failure = exc
+
+        def broken(data: bytes, fmt: str) -> bytes:
+            raise failure
+
+        return broken
+    return lambda data, fmt: decrypt_bytes(data, fmt, keys)
 
 
 class _Stopping(Exception):

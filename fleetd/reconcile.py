@@ -32,7 +32,7 @@ from fleetd.kube import KubeClient, KubeError
 from fleetd.ledger import Ledger, LedgerStore
 from fleetd.objects import FIELD_MANAGER, LABEL_FLEET, LABEL_MANAGED_BY, LABEL_SYNC, Entry, ObjRef
 from fleetd.prune import Pruned, prune
-from fleetd.render import RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.source import Snapshot
 from fleetd.state import StateStore, SyncStatus
 
@@ -54,6 +54,7 @@ class ClusterSession:
     ledgers: LedgerStore
     state: StateStore
     renders: RenderCache
+    decrypt: Decrypt | None = None
     log: ClusterLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,7 +130,7 @@ async def _reconcile(
 
     rendered = await session.renders.get(
         snapshot.root, snapshot.revision, sync.path, session.cluster.variables, sync.namespace,
-        cluster_scoped=cluster_scoped,
+        cluster_scoped=cluster_scoped, decrypt=session.decrypt,
     )  # fmt: skip
     desired = [
         Desired(obj=owned(r.obj, session.fleet, sync.name), origin=f"{r.file}#{r.document}")

@@ -29,7 +29,7 @@ from fleetd.inventory import Cluster, Sync
 from fleetd.kube import KubeClient, KubeError, connect
 from fleetd.ledger import LedgerStore
 from fleetd.reconcile import ClusterSession, prune_removed_syncs, reconcile_sync
-from fleetd.render import RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.source import Snapshot
 from fleetd.state import StateStore, SyncStatus
 
@@ -58,9 +58,11 @@ class ClusterWorker:
         renders: RenderCache,
         limiter: asyncio.Semaphore,
         snapshot: Callable[[], Snapshot | None],
+        decrypt: Decrypt | None = None,
     ) -> None:
         self.fleet, self.cluster = fleet, cluster
         self._state, self._renders, self._limiter, self._snapshot = state, renders, limiter, snapshot
+        self._decrypt = decrypt
         self._wake = asyncio.Event()
         self._forced: set[str] = set()
         self._failures = 0
@@ -213,6 +215,7 @@ class ClusterWorker:
         if self._session is None:
             client = await connect(self.cluster.name, self.cluster.kubeconfig, self.cluster.context)
             self._session = _session(self.fleet, self.cluster, client, self._state, self._renders)
+            self._session.decrypt = self._decrypt
         return self._session
 
 
