@@ -40,6 +40,7 @@ from fleetd.objects import (
     is_prerequisite,
     ref_of,
 )
+from fleetd.pointers import overlay
 
 Action = Literal["created", "configured", "unchanged", "recreated"]
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -78,6 +79,8 @@ class Desired:
 
     obj: dict[str, Any]
     origin: str
+    #: JSON pointers whose live values are kept (ignore rules, HPA-owned replicas).
+    keep_live: tuple[str, ...] = ()
 
     @property
     def ref(self) -> ObjRef:
@@ -86,11 +89,16 @@ class Desired:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
-    """What applying one object did."""
+    """What applying one object did, and the object as the server has it afterwards."""
 
     ref: ObjRef
     action: Action
     version: str
+    resource: Resource
+    desired: Desired
+    """The object as sent (scoped, live values kept where asked) and where it came from."""
+    result: dict[str, Any]
+    """The server's object after the apply (or the dry-run result when nothing changed)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -98,6 +106,7 @@ class _Plan:
     desired: Desired
     resource: Resource
     live: dict[str, Any] | None
+    dry: dict[str, Any]
     differs: bool
     recreate: bool = False
 
@@ -196,25 +205,28 @@ class Applier:
         plans, errors = await self._plan_all(now, force)
         return plans, later, errors
 
-    async def _plan(self, d: Desired, force: bool) -> _Plan:
+    async def _plan(self, d: Desired, force: bool, adopt: bool = True) -> _Plan:
         try:
             resource = await self._discovery.resolve(d.obj["apiVersion"], d.obj["kind"])
         except UnknownKind as exc:
             raise ApplyError(d.ref, d.origin, str(exc).split(": ", 1)[1]) from exc
         obj = _scoped(d.obj, resource)
-        d = Desired(obj=obj, origin=d.origin)
-        path = resource.path(d.ref.namespace, d.ref.name)
+        path = resource.path(ref_of(obj).namespace, ref_of(obj).name)
         async with self._limit:
             live = await self._get(path)
-            if live is not None:
+            if live is not None and adopt:
                 live = await self._adopt_kubectl_fields(path, live)
+            if live is not None and d.keep_live:
+                obj = overlay(obj, live, d.keep_live)
+            d = Desired(obj=obj, origin=d.origin, keep_live=d.keep_live)
             try:
                 dry = await self._ssa(path, obj, dry_run=True)
             except Invalid as exc:
                 return self._immutable(d, resource, live, exc, force)
             except ApiError as exc:
                 raise ApplyError(d.ref, d.origin, exc.detail) from exc
-        return _Plan(desired=d, resource=resource, live=live, differs=live is None or _differs(dry, live))
+        differs = live is None or _differs(dry, live)
+        return _Plan(desired=d, resource=resource, live=live, dry=dry, differs=differs)
 
     def _immutable(
         self, d: Desired, resource: Resource, live: dict[str, Any] | None, exc: Invalid, force: bool
@@ -228,7 +240,7 @@ class Applier:
                 f"{exc.api_message} — change it back, or let fleetd delete and recreate it: "
                 f"annotate the object {ANNOTATION_FORCE}: {ENABLED}, or set force = true on the sync",
             ) from exc
-        return _Plan(desired=d, resource=resource, live=live, differs=True, recreate=True)
+        return _Plan(desired=d, resource=resource, live=live, dry=live, differs=True, recreate=True)
 
     async def _get(self, path: str) -> dict[str, Any] | None:
         try:
@@ -269,19 +281,37 @@ class Applier:
         return [r for r in results if isinstance(r, Change)]
 
     async def _write(self, plan: _Plan) -> Change:
-        d, version = plan.desired, plan.resource.version
+        d, resource = plan.desired, plan.resource
         if not plan.differs:
-            return Change(ref=d.ref, action="unchanged", version=version)
-        path = plan.resource.path(d.ref.namespace, d.ref.name)
+            return Change(
+                ref=d.ref, action="unchanged", version=resource.version, resource=resource,
+                desired=d, result=plan.dry,
+            )  # fmt: skip
+        path = resource.path(d.ref.namespace, d.ref.name)
         async with self._limit:
             try:
                 if plan.recreate:
                     await self._delete_and_wait(path)
-                await self._ssa(path, d.obj, dry_run=False)
+                result = await self._ssa(path, d.obj, dry_run=False)
             except KubeError as exc:
                 raise ApplyError(d.ref, d.origin, exc.detail) from exc
         action: Action = "recreated" if plan.recreate else ("created" if plan.live is None else "configured")
-        return Change(ref=d.ref, action=action, version=version)
+        return Change(
+            ref=d.ref,
+            action=action,
+            version=resource.version,
+            resource=resource,
+            desired=d,
+            result=result,
+        )
+
+    async def differs(self, desired: Desired) -> bool:
+        """Would applying ``desired`` change the live object? (Reads and a dry run only; no adoption.)"""
+        try:
+            plan = await self._plan(desired, force=True, adopt=False)
+        except ApplyError:
+            return True
+        return plan.differs
 
     async def _delete_and_wait(self, path: str, timeout: float = 60.0) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}

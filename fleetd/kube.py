@@ -27,7 +27,7 @@ import asyncio
 import json
 import ssl
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,32 @@ class KubeClient:
             raise api_error(self.cluster, status, raw)
         return json.loads(raw) if raw else None
 
+    async def watch(
+        self, path: str, *, query: Sequence[tuple[str, str]], timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream the events of one watch request (``watch=1`` is added) until the server ends it.
+
+        Yields decoded event objects (``{"type": ..., "object": ...}``). An
+        ``ERROR`` event with code 410 raises :class:`Gone`; other failures
+        raise like :meth:`request`.
+        """
+        params = [*query, ("watch", "1")]
+        self.requests["WATCH"] += 1
+        try:
+            resp = await self._api.call_api(
+                path, "GET", query_params=params, header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
+            )  # fmt: skip
+            async with resp:
+                if not 200 <= resp.status <= 299:
+                    raise api_error(self.cluster, resp.status, await resp.read())
+                async for event in _json_lines(resp.content):
+                    if event.get("type") == "ERROR":
+                        raise _watch_error(self.cluster, event.get("object") or {})
+                    yield event
+        except _TRANSIENT as exc:
+            raise Unreachable(self.cluster, _describe(exc, self.server)) from exc
+
     async def version(self) -> dict[str, Any]:
         """The server's ``/version`` document (gitVersion, platform, ...)."""
         result: dict[str, Any] = await self.request("GET", "/version", timeout=10.0)
@@ -183,6 +209,24 @@ class KubeClient:
         path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
         result = await self.request("POST", path, body=review, timeout=10.0)
         return bool(result.get("status", {}).get("allowed", False))
+
+
+async def _json_lines(stream: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """Decode newline-delimited JSON of any line length (watch events can be large)."""
+    buffer = b""
+    async for chunk in stream.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+    if buffer.strip():
+        yield json.loads(buffer)
+
+
+def _watch_error(cluster: str, status: dict[str, Any]) -> ApiError:
+    code = int(status.get("code") or 500)
+    return api_error(cluster, code, json.dumps(status).encode())
 
 
 def _describe(exc: BaseException, server: str) -> str:

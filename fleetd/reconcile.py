@@ -18,19 +18,22 @@ refuses objects without those labels.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fleetd.apply import Applier, ApplyFailed, Change, Desired
 from fleetd.discovery import Discovery
+from fleetd.drift import DriftTracker, managed_from
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Sync
-from fleetd.kube import KubeClient, KubeError
+from fleetd.kube import ApiError, KubeClient, KubeError
 from fleetd.ledger import Ledger, LedgerStore
-from fleetd.objects import FIELD_MANAGER, LABEL_FLEET, LABEL_MANAGED_BY, LABEL_SYNC, Entry, ObjRef
+from fleetd.objects import FIELD_MANAGER, LABEL_FLEET, LABEL_MANAGED_BY, LABEL_SYNC, Entry, ObjRef, ref_of
 from fleetd.prune import Pruned, prune
 from fleetd.render import Decrypt, RenderCache
 from fleetd.source import Snapshot
@@ -54,7 +57,10 @@ class ClusterSession:
     ledgers: LedgerStore
     state: StateStore
     renders: RenderCache
+    drift: DriftTracker
+    lock: asyncio.Lock
     decrypt: Decrypt | None = None
+    drift_task: asyncio.Task[None] | None = None
     log: ClusterLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,9 +138,11 @@ async def _reconcile(
         snapshot.root, snapshot.revision, sync.path, session.cluster.variables, sync.namespace,
         cluster_scoped=cluster_scoped, decrypt=session.decrypt,
     )  # fmt: skip
+    objs = [owned(r.obj, session.fleet, sync.name) for r in rendered.objects]
+    kept = keep_live_paths(sync, objs, await _hpa_targets(session, objs))
     desired = [
-        Desired(obj=owned(r.obj, session.fleet, sync.name), origin=f"{r.file}#{r.document}")
-        for r in rendered.objects
+        Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj))
+        for obj, r in zip(objs, rendered.objects, strict=True)
     ]
     previous = await session.ledgers.read(sync.name) or session.state.ledger(session.cluster.name, sync.name)
     old_entries = previous.entries if previous else frozenset()
@@ -152,12 +160,50 @@ async def _reconcile(
         _log_pruned(session, sync, pruned)
     keep = current if sync.prune else current | stale
     await _record(session, sync, snapshot.revision, keep)
+    session.drift.register(sync.name, managed_from(sync.name, sync.drift, changes))
     session.log.info(
         "sync %s ready at %s: %d objects, %d changed, %d pruned",
         sync.name, snapshot.revision[:12], len(changes),
         sum(c.action != "unchanged" for c in changes), sum(p.outcome == "deleted" for p in pruned),
     )  # fmt: skip
     return changes, pruned
+
+
+HPA_PATH = "/apis/autoscaling/v2/horizontalpodautoscalers"
+
+
+async def _hpa_targets(session: ClusterSession, objs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(namespace, kind, name) of every workload an HPA scales, live or about to be applied."""
+    hpas = [o for o in objs if o.get("kind") == "HorizontalPodAutoscaler"]
+    with contextlib.suppress(ApiError):  # no autoscaling/v2 here: nothing scales anything
+        hpas += (await session.client.request("GET", HPA_PATH)).get("items", [])
+    targets = set()
+    for hpa in hpas:
+        target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        namespace = (hpa.get("metadata") or {}).get("namespace") or "default"
+        targets.add((namespace, str(target.get("kind")), str(target.get("name"))))
+    return targets
+
+
+def keep_live_paths(
+    sync: Sync, objs: list[dict[str, Any]], hpa_targets: set[tuple[str, str, str]]
+) -> Callable[[dict[str, Any]], tuple[str, ...]]:
+    """Per object, the JSON pointers whose live values fleetd keeps: ignore rules and HPA-owned replicas."""
+
+    def kept(obj: dict[str, Any]) -> tuple[str, ...]:
+        ref = ref_of(obj)
+        namespace = ref.namespace or "default"
+        paths = [
+            p
+            for rule in sync.ignore
+            if rule.applies_to(group=ref.group, kind=ref.kind, name=ref.name, namespace=namespace)
+            for p in rule.paths
+        ]
+        if (namespace, ref.kind, ref.name) in hpa_targets:
+            paths.append("/spec/replicas")
+        return tuple(dict.fromkeys(paths))
+
+    return kept
 
 
 def _entries_of(desired: list[Desired]) -> frozenset[Entry]:

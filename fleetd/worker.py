@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from graphlib import TopologicalSorter
 
 from fleetd.apply import Applier
+from fleetd.backoff import backoff
 from fleetd.discovery import Discovery
+from fleetd.drift import DriftTracker
 from fleetd.inventory import Cluster, Sync
 from fleetd.kube import KubeClient, KubeError, connect
 from fleetd.ledger import LedgerStore
@@ -35,15 +36,9 @@ from fleetd.state import StateStore, SyncStatus
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 300.0
 IDLE_WAIT = 3600.0
-
-
-def backoff(failures: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Exponential back-off with full jitter in its upper half: ``[d/2, d]``, ``d = min(cap, base*2^n)``."""
-    delay = min(cap, base * float(2 ** max(0, failures - 1)))
-    return delay / 2 + random.random() * delay / 2  # noqa: S311 - jitter, not cryptography
+#: A full reconcile (dry run of every object) runs at least every this many intervals, watches or not.
+SWEEP_EVERY = 6
 
 
 class ClusterWorker:
@@ -69,6 +64,8 @@ class ClusterWorker:
         self._retry_at = 0.0
         self._verified = False
         self._orphans: set[str] = set()  # ledgers in the spoke of syncs no longer assigned here
+        self._forced_now: set[str] = set()
+        self._swept: dict[str, float] = {}  # sync -> monotonic time of its last full reconcile
         self._session: ClusterSession | None = None
         self._closing: asyncio.Task[None] | None = None
         self.statuses: dict[str, SyncStatus] = {
@@ -76,6 +73,11 @@ class ClusterWorker:
         }
         self.reachable: bool | None = None
         self.last_error: str | None = None
+
+    @property
+    def drift(self) -> DriftTracker | None:
+        """The drift tracker of the current connection (None while disconnected)."""
+        return self._session.drift if self._session else None
 
     @property
     def requests(self) -> int:
@@ -103,9 +105,9 @@ class ClusterWorker:
             await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.client.close()
-            self._session = None
+        session, self._session = self._session, None
+        if session is not None:
+            await _close(session)
 
     # -- one pass ------------------------------------------------------------
 
@@ -123,6 +125,7 @@ class ClusterWorker:
         return max(0.05, min((self._due_in(s, snapshot) for s in self.cluster.syncs), default=IDLE_WAIT))
 
     async def _reconcile(self, due: list[Sync], snapshot: Snapshot) -> None:
+        self._forced_now = self._forced & {s.name for s in due}
         self._forced -= {s.name for s in due}
         try:
             session = await self._connect()
@@ -132,13 +135,14 @@ class ClusterWorker:
             return
         self.reachable, self.last_error = True, None
         failed = False
-        for sync in due:
-            status = await self._run_sync(session, sync, snapshot)
-            self.statuses[sync.name] = status
-            failed |= status.result == "failed"
-        with contextlib.suppress(KubeError):
-            await prune_removed_syncs(session)
-            self._orphans = set()
+        async with session.lock:  # drift corrections wait while the cluster is reconciled
+            for sync in due:
+                status = await self._run_sync(session, sync, snapshot)
+                self.statuses[sync.name] = status
+                failed |= status.result == "failed"
+            with contextlib.suppress(KubeError):
+                await prune_removed_syncs(session)
+                self._orphans = set()
         self._failures = self._failures + 1 if failed else 0
         self._retry_at = time.time() + backoff(self._failures) if failed else 0.0
 
@@ -147,8 +151,35 @@ class ClusterWorker:
             return self._record(sync, snapshot, "suspended", None)
         blockers = [d for d in sync.depends_on if not self._ready_at(d, snapshot.revision)]
         if blockers:
+            session.drift.forget(sync.name)
             return self._record(sync, snapshot, "waiting", f"waiting for {', '.join(blockers)} to be ready")
-        return await reconcile_sync(session, sync, snapshot)
+        if self._watched_and_current(session, sync, snapshot):
+            return self._record(sync, snapshot, "ready", None, vouched=True)
+        status = await reconcile_sync(session, sync, snapshot)
+        if status.result == "ready":
+            self._swept[sync.name] = time.monotonic()
+        else:
+            session.drift.forget(sync.name)
+        return status
+
+    def _watched_and_current(self, session: ClusterSession, sync: Sync, snapshot: Snapshot) -> bool:
+        """Whether an interval reconcile can be skipped: same revision, watches vouch, full sweep recent.
+
+        The watches saw every change since the last full reconcile, so re-running
+        the dry runs would find nothing; every ``SWEEP_EVERY`` intervals a full
+        reconcile runs anyway, as the backstop behind the watches.
+        """
+        status = self.statuses.get(sync.name)
+        swept = self._swept.get(sync.name)
+        return (
+            sync.name not in self._forced_now
+            and status is not None
+            and status.result == "ready"
+            and status.revision == snapshot.revision
+            and swept is not None
+            and time.monotonic() - swept < SWEEP_EVERY * sync.interval
+            and session.drift.vouches_for(sync.name)
+        )
 
     async def _verify_ledgers(self) -> None:
         """After a (re)start, distrust remembered statuses the cluster itself does not confirm.
@@ -181,13 +212,17 @@ class ClusterWorker:
             )
         stale, self._session = self._session, None
         if stale is not None:  # reconnect from scratch next time; close in the background
-            self._closing = asyncio.get_running_loop().create_task(stale.client.close())
+            self._closing = asyncio.get_running_loop().create_task(_close(stale))
 
-    def _record(self, sync: Sync, snapshot: Snapshot, result: str, error: str | None) -> SyncStatus:
+    def _record(
+        self, sync: Sync, snapshot: Snapshot, result: str, error: str | None, *, vouched: bool = False
+    ) -> SyncStatus:
         previous = self.statuses.get(sync.name)
+        now = time.time()
         status = SyncStatus(
             cluster=self.cluster.name, sync=sync.name, revision=snapshot.revision, result=result, error=error,
-            objects=previous.objects if previous else 0, attempted_at=time.time(),
+            objects=previous.objects if previous else 0, attempted_at=now,
+            succeeded_at=now if vouched else None,
         )  # fmt: skip
         self._state.save_status(status)
         return status
@@ -214,8 +249,12 @@ class ClusterWorker:
     async def _connect(self) -> ClusterSession:
         if self._session is None:
             client = await connect(self.cluster.name, self.cluster.kubeconfig, self.cluster.context)
-            self._session = _session(self.fleet, self.cluster, client, self._state, self._renders)
-            self._session.decrypt = self._decrypt
+            session = _session(self.fleet, self.cluster, client, self._state, self._renders)
+            session.decrypt = self._decrypt
+            session.drift_task = asyncio.get_running_loop().create_task(
+                session.drift.run(), name=f"drift/{self.cluster.name}"
+            )
+            self._session = session
         return self._session
 
 
@@ -223,13 +262,26 @@ def _session(
     fleet: str, cluster: Cluster, client: KubeClient, state: StateStore, renders: RenderCache
 ) -> ClusterSession:
     discovery = Discovery(client)
+    applier = Applier(client, discovery)
+    lock = asyncio.Lock()
     return ClusterSession(
         fleet=fleet,
         cluster=cluster,
         client=client,
         discovery=discovery,
-        applier=Applier(client, discovery),
+        applier=applier,
         ledgers=LedgerStore(client, fleet),
         state=state,
         renders=renders,
+        drift=DriftTracker(fleet=fleet, client=client, applier=applier, lock=lock),
+        lock=lock,
     )
+
+
+async def _close(session: ClusterSession) -> None:
+    """Stop the session's watches and close its connections."""
+    if session.drift_task is not None:
+        session.drift_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await session.drift_task
+    await session.client.close()

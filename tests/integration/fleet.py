@@ -39,9 +39,18 @@ def write_fleet(
     for cluster, kubeconfig in clusters.items():
         text = f'[cluster]\nkubeconfig = "{kubeconfig}"\n\n[variables]\ncluster_name = "{cluster}"\n'
         for sync in syncs:
-            text += "\n[[syncs]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sync.items())
+            text += "\n[[syncs]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in sync.items())
         (inv / f"{cluster}.toml").write_text(text)
     return fleet
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for strings, numbers, booleans, lists and (inline) tables."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 @asynccontextmanager

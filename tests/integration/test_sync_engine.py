@@ -222,7 +222,7 @@ async def test_kubectl_scale_and_edit_are_reverted_on_the_next_reconcile(
         tmp_path,
         repo=repo.path,
         clusters={spoke.name: spoke.kubeconfig},
-        syncs=[{"name": "apps", "path": "apps"}],
+        syncs=[{"name": "apps", "path": "apps", "drift": "ignore"}],  # the watch must not beat the reconcile
     )
     async with running(config) as daemon:
         await until_status(daemon, spoke.name, "apps", "ready", rev)
