@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +152,7 @@ async def test_edit_scale_label_and_delete_are_corrected_within_seconds(
                 )
 
             await eventually(corrected, f"correction of kubectl {' '.join(args[2:])}", timeout=DRIFT_DEADLINE)
-            await eventually(
-                lambda n=number: _true(sum(drift.corrections.values()) >= n), f"{number} corrections counted"
-            )
+            await eventually(partial(_at_least, drift, number), f"{number} corrections counted")
         assert drift.corrections[("apps", "ConfigMap")] == 3
         assert drift.corrections[("apps", "Deployment")] == 1
         assert drift.drifted_count("apps") == 0
@@ -161,6 +160,10 @@ async def test_edit_scale_label_and_delete_are_corrected_within_seconds(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def _at_least(drift: DriftTracker, count: int) -> bool:
+    return sum(drift.corrections.values()) >= count
 
 
 async def test_under_report_drift_is_counted_and_left_in_place(spokes: list[Spoke], tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fleetd.pointers import lookup, overlay, tokens, without
 
 
@@ -17,7 +19,10 @@ def test_lookup_walks_mappings_and_list_indexes() -> None:
 
 
 def test_without_removes_present_paths_and_ignores_missing_ones() -> None:
-    doc = {"spec": {"replicas": 3, "paused": False}, "metadata": {"annotations": {"a/b": "x"}}}
+    doc: dict[str, Any] = {
+        "spec": {"replicas": 3, "paused": False},
+        "metadata": {"annotations": {"a/b": "x"}},
+    }
     out = without(doc, ("/spec/replicas", "/spec/nothing", "/metadata/annotations/a~1b"))
     assert out == {"spec": {"paused": False}, "metadata": {"annotations": {}}}
     assert doc["spec"]["replicas"] == 3, "the input is not changed"
