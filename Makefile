@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install testbed lint typecheck unit test demo clean
+.PHONY: install system-deps testbed lint typecheck unit test demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian packages the tests use: prometheus (with promtool) for the scrape test.
+SYSTEM_PACKAGES := prometheus
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
 
 # Builds etcd, kube-apiserver & co. from Go modules once; cached outside the repo.
 testbed: install
@@ -31,7 +40,7 @@ unit: install
 	$(BIN)/pytest tests/unit -q
 
 # The whole suite: lint, types, unit and integration tests on the real test bed.
-test: testbed lint typecheck
+test: system-deps testbed lint typecheck
 	$(BIN)/pytest -q
 
 # Two local spokes named like the example inventory, checked by fleetd.

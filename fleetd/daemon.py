@@ -19,14 +19,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
-from fleetd.errors import InventoryError
+from fleetd import web
+from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Decryption, Fleet, load_fleet
+from fleetd.metrics import FleetMetrics
 from fleetd.render import Decrypt, RenderCache
 from fleetd.sops import KeyRing, SopsError, decrypt_bytes
 from fleetd.source import GitSourceFetcher, Snapshot, SourceError, redact
-from fleetd.state import StateStore
+from fleetd.state import StateStore, SyncStatus
 from fleetd.worker import ClusterWorker
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,12 @@ class Daemon:
         self.renders = RenderCache()
         self.decrypt = decryptor(fleet.decryption)
         self._limiter = asyncio.Semaphore(fleet.concurrency)
+        self.metrics = FleetMetrics()
+        self.metrics.set_inventory_valid(True)
+        for status in self.state.statuses():
+            self.metrics.restore_status(status)
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
+        self.http_ready = asyncio.Event()
         self._fetch_now = asyncio.Event()
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -62,7 +71,14 @@ class Daemon:
             limiter=self._limiter,
             snapshot=lambda: self.source.current,
             decrypt=self.decrypt,
+            on_status=self.metrics.observe_status,
+            on_drift=lambda sync, kind, corrected: self._count_drift(name, sync, kind, corrected),
         )
+
+    def _count_drift(self, cluster: str, sync: str, kind: str, corrected: bool) -> None:
+        self.metrics.record_drift(cluster, sync, kind)
+        if corrected:
+            self.metrics.record_correction(cluster, sync, kind)
 
     # -- control ---------------------------------------------------------------
 
@@ -83,6 +99,47 @@ class Daemon:
         for worker in targets:
             worker.trigger(sync)
 
+    # -- web.FleetView -------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if self.source.current is None:
+            error = self.source.last_error
+            return False, f"source not fetched yet{': ' + str(error) if error else ''}"
+        return True, "ok"
+
+    def status_document(self) -> dict[str, Any]:
+        snapshot, error = self.source.current, self.source.last_error
+        return {
+            "fleet": self.fleet.name,
+            "source": {
+                "url": redact(self.fleet.source.url),
+                "ref": f"{self.fleet.source.ref.kind} {self.fleet.source.ref.value}",
+                "revision": snapshot.revision if snapshot else None,
+                "last_error": str(error) if error else None,
+            },
+            "clusters": [self._cluster_document(name, worker) for name, worker in self.workers.items()],
+        }
+
+    def _cluster_document(self, name: str, worker: ClusterWorker) -> dict[str, Any]:
+        drift = worker.drift
+        syncs = [
+            _status_entry(worker.statuses.get(s.name), s.name, drift.drifted_count(s.name) if drift else 0)
+            for s in worker.cluster.syncs
+        ]
+        return {"name": name, "reachable": worker.reachable, "last_error": worker.last_error, "syncs": syncs}
+
+    def refresh_metrics(self) -> None:
+        """Bring gauges that follow live state up to date (called on every scrape)."""
+        for name, worker in self.workers.items():
+            if worker.reachable is not None:
+                self.metrics.set_reachable(name, worker.reachable)
+            totals = worker.request_totals()
+            if totals:
+                self.metrics.report_api_totals(name, totals)
+            drift = worker.drift
+            for sync in worker.cluster.syncs:
+                self.metrics.set_drifted(name, sync.name, drift.drifted_count(sync.name) if drift else 0)
+
     # -- running ---------------------------------------------------------------
 
     async def run(self) -> None:
@@ -90,6 +147,7 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._source_loop(), name="source")
+                tg.create_task(self._http(), name="http")
                 for name, worker in self.workers.items():
                     tg.create_task(worker.run(), name=f"cluster/{name}")
                 self.started.set()
@@ -98,15 +156,30 @@ class Daemon:
         except* _Stopping:
             log.info("fleetd stopped")
 
+    async def _http(self) -> None:
+        """The HTTP server; if it cannot start, say why and keep reconciling without it."""
+        hooks = self.fleet.webhooks
+        try:
+            await web.serve(
+                self, self.metrics, host=self.fleet.listen_host, port=self.fleet.listen_port,
+                github_secret=hooks.github_secret_file, generic_secret=hooks.generic_secret_file,
+                ready=self.http_ready,
+            )  # fmt: skip
+        except FleetdError as exc:
+            log.error("HTTP server not started: %s; reconciling continues without it", exc)  # noqa: TRY400
+
     async def _source_loop(self) -> None:
         while True:
             self._fetch_now.clear()
+            started = time.monotonic()
             try:
                 before = self.source.current
                 snapshot = await self.source.fetch()
+                self.metrics.observe_fetch("ok", time.monotonic() - started)
                 if before is None or snapshot.revision != before.revision:
                     self._new_revision(snapshot)
             except SourceError as exc:
+                self.metrics.observe_fetch("failed", time.monotonic() - started)
                 log.warning(
                     "source: %s; keeping %s; retrying in %.1fs",
                     exc, _rev(self.source.current), self.source.next_attempt_in,
@@ -117,6 +190,7 @@ class Daemon:
 
     def _new_revision(self, snapshot: Snapshot) -> None:
         log.info("source: new revision %s (%s): %s", snapshot.revision[:12], snapshot.ref, snapshot.message)
+        self.metrics.set_source_revision(self.fleet.source.url, snapshot.ref, snapshot.revision)
         self.renders.evict_except(snapshot.revision)
         for worker in self.workers.values():
             worker.wake()
@@ -142,6 +216,26 @@ def decryptor(decryption: Decryption) -> Decrypt | None:
 
         return broken
     return lambda data, fmt: decrypt_bytes(data, fmt, keys)
+
+
+# -- what the HTTP server shows (web.FleetView) ----------------------------------------
+
+
+def _status_entry(status: SyncStatus | None, name: str, drifted: int) -> dict[str, Any]:
+    if status is None:
+        return {
+            "name": name,
+            "result": "pending",
+            "revision": None,
+            "objects": 0,
+            "drifted": 0,
+            "error": None,
+        }
+    return {
+        "name": name, "revision": status.revision, "result": status.result, "objects": status.objects,
+        "drifted": drifted, "error": status.error, "attempted_at": status.attempted_at,
+        "succeeded_at": status.succeeded_at,
+    }  # fmt: skip
 
 
 class _Stopping(Exception):

@@ -79,6 +79,10 @@ class FleetView(Protocol):
         """Fetch the repository now and reconcile what changed."""
         ...
 
+    def refresh_metrics(self) -> None:
+        """Update gauges that follow live state, right before a scrape."""
+        ...
+
 
 class ListenError(FleetdError):
     """The HTTP server cannot listen on the configured address."""
@@ -149,6 +153,7 @@ async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    request.app[VIEW].refresh_metrics()
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

@@ -25,7 +25,7 @@ from graphlib import TopologicalSorter
 from fleetd.apply import Applier
 from fleetd.backoff import backoff
 from fleetd.discovery import Discovery
-from fleetd.drift import DriftTracker
+from fleetd.drift import DriftObserver, DriftTracker
 from fleetd.inventory import Cluster, Sync
 from fleetd.kube import KubeClient, KubeError, connect
 from fleetd.ledger import LedgerStore
@@ -54,10 +54,13 @@ class ClusterWorker:
         limiter: asyncio.Semaphore,
         snapshot: Callable[[], Snapshot | None],
         decrypt: Decrypt | None = None,
+        on_status: Callable[[SyncStatus], None] | None = None,
+        on_drift: DriftObserver | None = None,
     ) -> None:
         self.fleet, self.cluster = fleet, cluster
         self._state, self._renders, self._limiter, self._snapshot = state, renders, limiter, snapshot
         self._decrypt = decrypt
+        self._on_status, self._on_drift = on_status, on_drift
         self._wake = asyncio.Event()
         self._forced: set[str] = set()
         self._failures = 0
@@ -82,7 +85,11 @@ class ClusterWorker:
     @property
     def requests(self) -> int:
         """API requests sent to this cluster over the current connection."""
-        return sum(self._session.client.requests.values()) if self._session else 0
+        return sum(self.request_totals().values())
+
+    def request_totals(self) -> dict[str, int]:
+        """API requests over the current connection, by method."""
+        return dict(self._session.client.requests) if self._session else {}
 
     def trigger(self, sync: str | None = None) -> None:
         """Reconcile now: one sync, or every sync of the cluster."""
@@ -138,7 +145,7 @@ class ClusterWorker:
         async with session.lock:  # drift corrections wait while the cluster is reconciled
             for sync in due:
                 status = await self._run_sync(session, sync, snapshot)
-                self.statuses[sync.name] = status
+                self._set_status(status)
                 failed |= status.result == "failed"
             with contextlib.suppress(KubeError):
                 await prune_removed_syncs(session)
@@ -207,12 +214,15 @@ class ClusterWorker:
         self._retry_at = time.time() + delay
         log.warning("cluster %s: %s; retrying in %.1fs", self.cluster.name, exc.detail, delay)
         for sync in due:
-            self.statuses[sync.name] = self._record(
-                sync, snapshot, "failed", f"cluster unreachable: {exc.detail}"
-            )
+            self._set_status(self._record(sync, snapshot, "failed", f"cluster unreachable: {exc.detail}"))
         stale, self._session = self._session, None
         if stale is not None:  # reconnect from scratch next time; close in the background
             self._closing = asyncio.get_running_loop().create_task(_close(stale))
+
+    def _set_status(self, status: SyncStatus) -> None:
+        self.statuses[status.sync] = status
+        if self._on_status is not None:
+            self._on_status(status)
 
     def _record(
         self, sync: Sync, snapshot: Snapshot, result: str, error: str | None, *, vouched: bool = False
@@ -249,7 +259,7 @@ class ClusterWorker:
     async def _connect(self) -> ClusterSession:
         if self._session is None:
             client = await connect(self.cluster.name, self.cluster.kubeconfig, self.cluster.context)
-            session = _session(self.fleet, self.cluster, client, self._state, self._renders)
+            session = _session(self.fleet, self.cluster, client, self._state, self._renders, self._on_drift)
             session.decrypt = self._decrypt
             session.drift_task = asyncio.get_running_loop().create_task(
                 session.drift.run(), name=f"drift/{self.cluster.name}"
@@ -259,7 +269,12 @@ class ClusterWorker:
 
 
 def _session(
-    fleet: str, cluster: Cluster, client: KubeClient, state: StateStore, renders: RenderCache
+    fleet: str,
+    cluster: Cluster,
+    client: KubeClient,
+    state: StateStore,
+    renders: RenderCache,
+    on_drift: DriftObserver | None,
 ) -> ClusterSession:
     discovery = Discovery(client)
     applier = Applier(client, discovery)
@@ -273,7 +288,7 @@ def _session(
         ledgers=LedgerStore(client, fleet),
         state=state,
         renders=renders,
-        drift=DriftTracker(fleet=fleet, client=client, applier=applier, lock=lock),
+        drift=DriftTracker(fleet=fleet, client=client, applier=applier, lock=lock, observer=on_drift),
         lock=lock,
     )
 

@@ -27,6 +27,7 @@ from fleetd.inventory.model import (
     RefKind,
     Sync,
     SyncDefaults,
+    Webhooks,
 )
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "RefKind",
     "Sync",
     "SyncDefaults",
+    "Webhooks",
     "load_fleet",
 ]

@@ -43,15 +43,17 @@ from fleetd.inventory.model import (
     GitSource,
     RefKind,
     SyncDefaults,
+    Webhooks,
     frozen_map,
 )
 from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
 
-FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "defaults", "syncs"})
+FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "webhooks", "defaults", "syncs"})
 FLEET_KEYS = frozenset({"name", "clusters_dir", "state_dir", "listen", "concurrency"})
 SOURCE_KEYS = frozenset({"url", "branch", "tag", "semver", "commit", "interval", "timeout", "auth"})
 AUTH_KEYS = frozenset({"ssh_key_file", "known_hosts_file", "token_file", "username"})
 DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary"})
+WEBHOOK_KEYS = frozenset({"github_secret_file", "generic_secret_file"})
 CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
 CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend"})
 _REF_CHECKS = {
@@ -163,6 +165,7 @@ class _FleetSettings:
     concurrency: int
     source: GitSource
     decryption: Decryption
+    webhooks: Webhooks
     defaults: SyncDefaults
     """The [defaults] section applied to built-in sync defaults; cluster syncs start from it."""
     syncs: list[Declared] = field(default_factory=list)
@@ -175,6 +178,7 @@ class _FleetSettings:
             state_dir=self.state_dir,
             source=self.source,
             decryption=self.decryption,
+            webhooks=self.webhooks,
             listen_host=self.listen[0],
             listen_port=self.listen[1],
             concurrency=self.concurrency,
@@ -201,6 +205,7 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         concurrency=table.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1),
         source=_read_source(_section(root, "source", SOURCE_KEYS), base),
         decryption=_read_decryption(root.table("decryption", DECRYPTION_KEYS), base),
+        webhooks=_read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),
         defaults=defaults,
         syncs=syncs,
     )
@@ -304,6 +309,17 @@ def _read_decryption(table: Table | None, base: Path) -> Decryption:
         age_key_files=tuple(syntax.resolve_path(base, key) for key in age_keys),
         gnupg_home=syntax.resolve_path(base, gnupg_home) if gnupg_home else None,
         sops_binary=str(syntax.resolve_path(base, sops)) if "/" in sops else sops,
+    )
+
+
+def _read_webhooks(table: Table | None, base: Path) -> Webhooks:
+    if table is None:
+        return Webhooks()
+    github = table.text("github_secret_file", syntax.nonempty)
+    generic = table.text("generic_secret_file", syntax.nonempty)
+    return Webhooks(
+        github_secret_file=syntax.resolve_path(base, github) if github else None,
+        generic_secret_file=syntax.resolve_path(base, generic) if generic else None,
     )
 
 

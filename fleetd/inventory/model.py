@@ -205,6 +205,16 @@ class Decryption:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Webhooks:
+    """Receivers that trigger an immediate fetch; each is enabled by its secret file."""
+
+    github_secret_file: Path | None = None
+    """Shared secret of the GitHub webhook (X-Hub-Signature-256); None = /hooks/github disabled."""
+    generic_secret_file: Path | None = None
+    """Secret of the generic HMAC receiver (X-Signature-256); None = /hooks/generic disabled."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """One Kubernetes cluster of the fleet, with the syncs that target it."""
 
@@ -249,6 +259,7 @@ class Fleet:
     """Where fleetd keeps its state (git cache, prune inventories)."""
     source: GitSource
     decryption: Decryption = field(default_factory=Decryption)
+    webhooks: Webhooks = field(default_factory=Webhooks)
     listen_host: str = DEFAULT_LISTEN_HOST
     """Address of the HTTP server (metrics, status API), without IPv6 brackets."""
     listen_port: int = DEFAULT_LISTEN_PORT

@@ -14,6 +14,7 @@ from typing import Any
 
 from fleetd.daemon import Daemon
 from fleetd.testbed.bed import Spoke
+from fleetd.testbed.processes import free_port
 
 
 def unique(prefix: str) -> str:
@@ -33,7 +34,8 @@ def write_fleet(
     inv.mkdir(exist_ok=True)
     fleet = inv / "fleetd.toml"
     fleet.write_text(
-        f'[fleet]\nname = "{name or unique("fleet")}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+        f'[fleet]\nname = "{name or unique("fleet")}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'listen = "127.0.0.1:{free_port()}"\n\n'
         f'[source]\nurl = "{repo}"\nbranch = "main"\ninterval = "1h"\n'
     )
     for cluster, kubeconfig in clusters.items():

@@ -50,12 +50,16 @@ class View:
     document: dict[str, Any] = field(default_factory=lambda: {"fleet": "home", "clusters": []})
     reason: str = "the source has not been fetched yet"
     fetches: int = 0
+    refreshes: int = 0
 
     def status_document(self) -> dict[str, Any]:
         return self.document
 
     def ready(self) -> tuple[bool, str]:
         return (not self.reason, self.reason)
+
+    def refresh_metrics(self) -> None:
+        self.refreshes += 1
 
     def trigger_fetch(self) -> None:
         self.fetches += 1
