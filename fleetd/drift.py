@@ -58,6 +58,8 @@ class Managed:
     desired: Desired
     expected: dict[str, Any]
     resource: Resource
+    source: dict[str, Any]
+    """The rendered object before scoping, to recognise it unchanged in the next revision."""
 
 
 def project(desired: Any, result: Any) -> Any:
@@ -103,10 +105,19 @@ def expected_state(change: Change) -> dict[str, Any]:
     return without(project(change.desired.obj, change.result), change.desired.keep_live)
 
 
-def managed_from(sync: str, policy: DriftPolicy, changes: Iterable[Change]) -> list[Managed]:
-    """What the tracker needs from one reconcile's changes."""
+def managed_from(
+    sync: str, policy: DriftPolicy, changes: Iterable[Change], sources: dict[str, dict[str, Any]]
+) -> list[Managed]:
+    """What the tracker needs from one reconcile's changes; ``sources`` maps origins to rendered objects."""
     return [
-        Managed(sync=sync, policy=policy, desired=c.desired, expected=expected_state(c), resource=c.resource)
+        Managed(
+            sync=sync,
+            policy=policy,
+            desired=c.desired,
+            expected=expected_state(c),
+            resource=c.resource,
+            source=sources[c.desired.origin],
+        )
         for c in changes
     ]
 
@@ -133,6 +144,9 @@ class DriftTracker:
         self._suspects: dict[ObjRef, str] = {}
         self._wake = asyncio.Event()
         self._last_seen: dict[ObjRef, dict[str, Any] | None] = {}
+        self._diverged: set[ObjRef] = (
+            set()
+        )  # last seen not as expected (drift suspected, confirmed or ignored)
 
     # -- registration (called by the reconciler, under the cluster lock) ---------
 
@@ -143,6 +157,7 @@ class DriftTracker:
             ref = item.desired.ref
             self.managed[ref] = item
             self._suspects.pop(ref, None)
+            self._diverged.discard(ref)
             self._ensure_watch(item.resource)
 
     def forget(self, sync: str) -> None:
@@ -150,9 +165,20 @@ class DriftTracker:
             del self.managed[ref]
             self.drifted.pop(ref, None)
             self._suspects.pop(ref, None)
+            self._diverged.discard(ref)
 
     def drifted_count(self, sync: str) -> int:
         return sum(1 for ref in self.drifted if ref in self.managed and self.managed[ref].sync == sync)
+
+    def known_good(self, sync: str) -> dict[ObjRef, Managed]:
+        """Objects of ``sync`` the watches vouch for, by their rendered identity; empty unless all are.
+
+        The reconciler skips the dry run of every rendered object that is
+        identical to one of these: the server already has it exactly so.
+        """
+        if not self.vouches_for(sync):
+            return {}
+        return {ref_of(m.source): m for m in self.managed.values() if m.sync == sync}
 
     def vouches_for(self, sync: str) -> bool:
         """True when every watch behind ``sync`` is established and nothing of it is suspected or drifted."""
@@ -163,7 +189,7 @@ class DriftTracker:
             watch = self._watches.get(_key(item.resource))
             if watch is None or not watch[0].synced.is_set():
                 return False
-            if item.desired.ref in self._suspects or item.desired.ref in self.drifted:
+            if item.desired.ref in self._diverged:
                 return False
         return True
 
@@ -211,7 +237,8 @@ class DriftTracker:
     async def _on_list(self, resource: Resource, items: list[dict[str, Any]]) -> None:
         api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
         # Items of a list carry no apiVersion and kind: restore them before naming the objects.
-        present = {ref_of({**o, "apiVersion": api_version, "kind": resource.kind}): o for o in items}
+        filled = [{**o, "apiVersion": api_version, "kind": resource.kind} for o in items]
+        present = {ref_of(o): o for o in filled}
         for ref, item in list(self.managed.items()):
             if _key(item.resource) == _key(resource):
                 self._observe(ref, present.get(ref))
@@ -220,10 +247,13 @@ class DriftTracker:
         self._last_seen[ref] = live
         reason = self._reason(self.managed[ref], live)
         if reason is None:
+            self._diverged.discard(ref)
             if self.drifted.pop(ref, None) is not None:
                 log.info("cluster %s: %s matches git again", self._client.cluster, ref)
             return
+        self._diverged.add(ref)  # even under `ignore`: the watches no longer vouch for it
         if self.managed[ref].policy != DriftPolicy.IGNORE:
+            log.debug("cluster %s: %s suspected of drift: %s", self._client.cluster, ref, reason)
             self._suspects[ref] = reason
             self._wake.set()
 
@@ -263,6 +293,7 @@ class DriftTracker:
             )
             return
         item.expected = expected_state(change)
+        self._diverged.discard(ref)
         if change.action == "unchanged":
             return  # the server says it matches: a normalisation the local check did not know
         self._count(item, ref, corrected=True)

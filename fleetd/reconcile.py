@@ -28,7 +28,7 @@ from typing import Any
 
 from fleetd.apply import Applier, ApplyFailed, Change, Desired
 from fleetd.discovery import Discovery
-from fleetd.drift import DriftTracker, managed_from
+from fleetd.drift import DriftTracker, Managed, managed_from
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Sync
 from fleetd.kube import ApiError, KubeClient, KubeError
@@ -85,12 +85,17 @@ def owned(obj: dict[str, Any], fleet: str, sync: str) -> dict[str, Any]:
     return out
 
 
-async def reconcile_sync(session: ClusterSession, sync: Sync, snapshot: Snapshot) -> SyncStatus:
-    """Run one reconcile of ``sync``; never raises for expected failures, returns the status instead."""
+async def reconcile_sync(
+    session: ClusterSession, sync: Sync, snapshot: Snapshot, *, full: bool = False
+) -> SyncStatus:
+    """Run one reconcile of ``sync``; never raises for expected failures, returns the status instead.
+
+    ``full``: dry-run every object even where the watches vouch for it (an explicit request).
+    """
     started = time.monotonic()
     try:
         async with asyncio.timeout(sync.timeout):
-            changes, pruned = await _reconcile(session, sync, snapshot)
+            objects, changes, pruned = await _reconcile(session, sync, snapshot, full)
     except TimeoutError:
         error = f"reconcile did not finish within the sync's timeout of {sync.timeout:g}s"
         return _failed(session, sync, snapshot, error, started)
@@ -101,7 +106,7 @@ async def reconcile_sync(session: ClusterSession, sync: Sync, snapshot: Snapshot
         sync=sync.name,
         revision=snapshot.revision,
         result="ready",
-        objects=len(changes),
+        objects=objects,
         changed=sum(c.action != "unchanged" for c in changes),
         pruned=sum(p.outcome == "deleted" for p in pruned),
         attempted_at=time.time(),
@@ -125,8 +130,8 @@ def _failed(
 
 
 async def _reconcile(
-    session: ClusterSession, sync: Sync, snapshot: Snapshot
-) -> tuple[list[Change], list[Pruned]]:
+    session: ClusterSession, sync: Sync, snapshot: Snapshot, full: bool
+) -> tuple[int, list[Change], list[Pruned]]:
     discovery = session.discovery
     await discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
 
@@ -146,13 +151,18 @@ async def _reconcile(
     ]
     previous = await session.ledgers.read(sync.name) or session.state.ledger(session.cluster.name, sync.name)
     old_entries = previous.entries if previous else frozenset()
+    known = {} if full else session.drift.known_good(sync.name)
+    unchanged = [known[d.ref] for d in desired if _same(d, known.get(d.ref))]
+    fresh = [d for d in desired if not _same(d, known.get(d.ref))]
     try:
-        changes = await session.applier.apply(desired, wait_timeout=sync.timeout, force=sync.force)
+        changes = await session.applier.apply(fresh, wait_timeout=sync.timeout, force=sync.force)
     except ApplyFailed as exc:
         if exc.applied:  # remember what was written so a later prune can find it
             await _record(session, sync, snapshot.revision, old_entries | _entries_of(desired))
         raise
-    current = frozenset(Entry(c.ref, c.version) for c in changes)
+    current = frozenset(Entry(c.ref, c.version) for c in changes) | {
+        Entry(m.desired.ref, m.resource.version) for m in unchanged
+    }
     pruned: list[Pruned] = []
     stale = _stale(old_entries, current)
     if stale and sync.prune:
@@ -160,13 +170,19 @@ async def _reconcile(
         _log_pruned(session, sync, pruned)
     keep = current if sync.prune else current | stale
     await _record(session, sync, snapshot.revision, keep)
-    session.drift.register(sync.name, managed_from(sync.name, sync.drift, changes))
+    sources = {d.origin: d.obj for d in desired}
+    session.drift.register(sync.name, [*managed_from(sync.name, sync.drift, changes, sources), *unchanged])
     session.log.info(
-        "sync %s ready at %s: %d objects, %d changed, %d pruned",
-        sync.name, snapshot.revision[:12], len(changes),
-        sum(c.action != "unchanged" for c in changes), sum(p.outcome == "deleted" for p in pruned),
+        "sync %s ready at %s: %d objects, %d changed (%d checked by dry run), %d pruned",
+        sync.name, snapshot.revision[:12], len(desired), sum(c.action != "unchanged" for c in changes),
+        len(fresh), sum(p.outcome == "deleted" for p in pruned),
     )  # fmt: skip
-    return changes, pruned
+    return len(desired), changes, pruned
+
+
+def _same(d: Desired, known: Managed | None) -> bool:
+    """Whether the watches already vouch that the server holds exactly this rendered object."""
+    return known is not None and known.source == d.obj and known.desired.keep_live == d.keep_live
 
 
 HPA_PATH = "/apis/autoscaling/v2/horizontalpodautoscalers"

@@ -162,7 +162,7 @@ class ClusterWorker:
             return self._record(sync, snapshot, "waiting", f"waiting for {', '.join(blockers)} to be ready")
         if self._watched_and_current(session, sync, snapshot):
             return self._record(sync, snapshot, "ready", None, vouched=True)
-        status = await reconcile_sync(session, sync, snapshot)
+        status = await reconcile_sync(session, sync, snapshot, full=sync.name in self._forced_now)
         if status.result == "ready":
             self._swept[sync.name] = time.monotonic()
         else:
