@@ -53,7 +53,7 @@ async def measure(daemon: Daemon, label: str, revision: str, start: float, cpu0:
     def statuses() -> list[SyncStatus | None]:
         return [w.statuses.get("load") for w in daemon.workers.values()]
 
-    while not all(s is not None and s.revision == revision and s.attempted_at >= start for s in statuses()):  # noqa: ASYNC110 - polls the daemon from outside, like a user
+    while not all(s is not None and s.revision == revision and s.attempted_at >= start for s in statuses()):
         await asyncio.sleep(0.02)
     wall = time.time() - start
     requests = sum(w.requests for w in daemon.workers.values()) - req0
