@@ -138,8 +138,9 @@ async def run(args: argparse.Namespace) -> None:
         started = time.monotonic()
         await daemon.http_ready.wait()
         await wait_watched(daemon)
+        took = time.monotonic() - started
         print(
-            f"workload: {args.spokes} spokes x {args.objects} objects; converged and watched in {time.monotonic() - started:.1f}s"
+            f"workload: {args.spokes} spokes x {args.objects} objects; converged and watched in {took:.1f}s"
         )
         await steady(daemon, args.steady)
         await drift(bed, args.changes)
