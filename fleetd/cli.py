@@ -4,7 +4,8 @@ Exit codes, shared by every subcommand:
 
 * 0 — success, nothing wrong found;
 * 1 — the command ran and found problems (``check``: a cluster unreachable or
-  missing permissions; ``status``: a sync not ready);
+  missing permissions, the source unreadable, or an encrypted file no
+  configured key opens; ``status``: a sync not ready);
 * 2 — the command could not run: invalid inventory or bad usage.
 """
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from fleetd import __version__
-from fleetd.check import check_fleet, render_table
+from fleetd.check import check_everything, render_secrets, render_table
 from fleetd.daemon import serve
 from fleetd.errors import InventoryError
 from fleetd.inventory import Fleet, load_fleet
@@ -40,9 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser(
         "check",
-        help="validate the inventory and check every cluster's connection and permissions",
+        help="validate the inventory, check every cluster's connection and permissions, and the secrets",
         description="Validate the inventory, then connect to every cluster concurrently: "
-        "TLS, authentication, server version and the permissions fleetd needs.",
+        "TLS, authentication, server version and the permissions fleetd needs. At the same time, "
+        "fetch the source into a temporary directory and try the configured keys on every "
+        "SOPS-encrypted file the syncs use (no value is ever printed).",
     )
     _add_config(check)
     check.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
@@ -103,18 +106,21 @@ def _check(args: argparse.Namespace) -> int:
     fleet = _load(args.config, args.json)
     if fleet is None:
         return EXIT_ERROR
-    reports = asyncio.run(check_fleet(fleet, timeout=args.timeout))
-    ok = all(r.ok for r in reports)
+    reports, secrets = asyncio.run(check_everything(fleet, timeout=args.timeout))
+    ok = all(r.ok for r in reports) and secrets.ok
     if args.json:
         doc = {
             "ok": ok,
             "inventory": {"ok": True, "file": str(fleet.file), "clusters": len(fleet.clusters)},
             "clusters": [r.to_json() for r in reports],
+            "source": secrets.source_json(),
+            "secrets": [f.to_json() for f in secrets.files],
         }
         print(json.dumps(doc, indent=2))
     else:
         print(f"inventory {fleet.file}: ok ({len(fleet.clusters)} cluster(s))")
         print(render_table(reports))
+        print(render_secrets(secrets))
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 

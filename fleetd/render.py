@@ -57,12 +57,21 @@ Target namespace
     hook count as namespaced.
 
 SOPS
-    A document with a top-level ``sops`` mapping holding ``mac`` and
-    ``lastmodified`` is encrypted. In a plain directory the whole file's bytes
-    go to ``decrypt(data, "yaml" | "json")`` and its result replaces the file;
-    in kustomize output each encrypted document goes to ``decrypt`` as JSON.
-    Without ``decrypt`` the render fails: encrypted data is never applied.
-    Plaintext stays in memory; parse errors of decrypted data carry no text.
+    A file whose content carries SOPS metadata (a top-level ``sops`` mapping
+    holding ``mac`` and ``lastmodified``) is encrypted, whatever its name. In a
+    plain directory the whole file's bytes go to ``decrypt(data, "yaml" |
+    "json")`` and its result replaces the file. For a kustomization,
+    `fleetd.kustomize` decrypts every encrypted file the build reads
+    (resources, patches, generator ``files``/``envs`` in any SOPS format) into
+    a private copy before building (kustomize's transformations would break
+    the MAC of an encrypted output document); a document of the output that
+    is still encrypted goes to ``decrypt`` as JSON. Without ``decrypt``, when
+    it fails, or when a file holds ``ENC[…]`` values without its metadata
+    (truncated), the render fails naming the file: encrypted data is never
+    applied, and a sync that fails to render applies and prunes nothing.
+    Plaintext stays in memory (or, for kustomize, in a private 0700
+    directory deleted after the build); parse errors of decrypted data and
+    kustomize messages about it carry no plaintext.
 
 Results are shared, so they are read-only by contract: `RenderResult` and
 `Rendered` are frozen, but the objects are plain dicts (cheap, and what a
@@ -90,18 +99,29 @@ from typing import Any, Generic, TypeVar
 import yaml
 
 from fleetd.errors import FleetdError
-from fleetd.kustomize import DEFAULT_TIMEOUT, KUSTOMIZATION_FILES, KustomizeError, kustomization_file
+from fleetd.kustomize import (
+    DEFAULT_TIMEOUT,
+    KUSTOMIZATION_FILES,
+    KustomizeError,
+    kustomization_file,
+    kustomization_graph,
+)
 from fleetd.kustomize import build as kustomize_build
+from fleetd.secretscan import NO_KEYS, TRUNCATED, failure_text, is_truncated
+from fleetd.sops import is_sops_encrypted
 
 ClusterScoped = Callable[[str, str], bool]
 """``(apiVersion, kind) -> True`` when the kind is cluster-scoped."""
 Decrypt = Callable[[bytes, str], bytes]
-"""``(encrypted bytes, "yaml" | "json") -> decrypted bytes``; raises a FleetdError on failure."""
+"""``(encrypted bytes, SOPS format) -> plaintext bytes``; raises a FleetdError on failure.
+
+The format is ``"yaml"`` or ``"json"`` for manifests, and also ``"dotenv"`` or
+``"binary"`` for kustomize generator inputs.
+"""
 
 SUBSTITUTE_ANNOTATION = "fleetd.dev/substitute"
 DEFAULT_CACHE_SIZE = 256
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-NO_KEYS = "the file is SOPS-encrypted but no decryption keys are configured ([decryption] in the fleet file)"
 
 #: (API group, kind) of the built-in cluster-scoped kinds.
 CLUSTER_SCOPED = frozenset(
@@ -263,7 +283,7 @@ async def load(
     if kfile is None:
         documents = await asyncio.to_thread(_plain_documents, root, directory, decrypt)
     else:
-        output = await _build(root, directory, kustomize, kustomize_timeout)
+        output = await _build(root, directory, kustomize, kustomize_timeout, decrypt)
         where = kfile.relative_to(root).as_posix()
         documents = await asyncio.to_thread(_built_documents, output, where, decrypt)
     return Loaded(revision=revision, path=path, documents=documents)
@@ -286,6 +306,19 @@ def finish(
     return RenderResult(revision=loaded.revision, path=loaded.path, objects=objects, digest=_digest(objects))
 
 
+def sync_files(root: Path, revision: str, path: PurePosixPath) -> list[Path]:
+    """Every file that rendering `path` reads: its manifests, or the files its kustomizations name.
+
+    For ``fleetd check``, which looks for encrypted files: kustomize references
+    that rendering would refuse (remote, outside the repository) are skipped,
+    not errors. RenderError when the sync path itself is unusable.
+    """
+    root, directory, kfile = _sync_directory(root, revision, path)
+    if kfile is None:
+        return list(_manifest_files(root, directory))
+    return list(kustomization_graph(directory, root, strict=False).files)
+
+
 def _sync_directory(root: Path, revision: str, path: PurePosixPath) -> tuple[Path, Path, Path | None]:
     """(resolved root, resolved sync directory, its kustomization file); RenderError if unusable."""
     if path.is_absolute() or ".." in path.parts:
@@ -302,9 +335,11 @@ def _sync_directory(root: Path, revision: str, path: PurePosixPath) -> tuple[Pat
     return root, directory, kustomization_file(directory)
 
 
-async def _build(root: Path, directory: Path, binary: str | Path | None, timeout: float) -> str:
+async def _build(
+    root: Path, directory: Path, binary: str | Path | None, timeout: float, decrypt: Decrypt | None
+) -> str:
     try:
-        return await kustomize_build(directory, root=root, binary=binary, timeout=timeout)
+        return await kustomize_build(directory, root=root, binary=binary, timeout=timeout, decrypt=decrypt)
     except KustomizeError as e:
         raise RenderError(e.detail, file=e.directory, temporary=e.temporary) from e
 
@@ -354,6 +389,8 @@ def _read(file: Path, where: str) -> bytes:
 
 def _decrypted_file(raw: bytes, where: str, fmt: str, decrypt: Decrypt | None) -> list[tuple[int, Any]]:
     """(1-based index, document) of a file, decrypted first when SOPS-encrypted."""
+    if is_truncated(raw):
+        raise RenderError(TRUNCATED, file=where)
     parsed = _parse(raw, where, fmt)
     if not any(is_sops_encrypted(doc) for _, doc in parsed):
         return parsed
@@ -373,12 +410,6 @@ def _built_documents(output: str, where: str, decrypt: Decrypt | None) -> tuple[
     return tuple(documents)
 
 
-def is_sops_encrypted(doc: object) -> bool:
-    """Whether a parsed document carries SOPS metadata (and so encrypted values)."""
-    sops = doc.get("sops") if isinstance(doc, dict) else None
-    return isinstance(sops, dict) and "mac" in sops and "lastmodified" in sops
-
-
 def _call_decrypt(
     decrypt: Decrypt | None, data: bytes, fmt: str, where: str, document: int | None = None
 ) -> bytes:
@@ -387,7 +418,7 @@ def _call_decrypt(
     try:
         return decrypt(data, fmt)
     except FleetdError as e:
-        raise RenderError(f"cannot decrypt: {e}", file=where, document=document) from e
+        raise RenderError(f"cannot decrypt: {failure_text(e)}", file=where, document=document) from e
 
 
 # --- parsing ----------------------------------------------------------------

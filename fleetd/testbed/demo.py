@@ -39,6 +39,9 @@ def _fleetd(*args: str) -> list[str]:
 def run_demo(config: Path, *, hold: bool, example_repo: Path) -> int:
     """Bring the demo fleet up, reconcile it with fleetd, and optionally keep it up."""
     fleet = load_fleet(config)
+    for key in fleet.decryption.age_key_files:  # git checkouts leave the demo key world-readable
+        if key.is_file():
+            key.chmod(0o600)
     repo = fleet.source.local_path
     if repo is None:
         print(f"demo: {config} must point [source] url at a local path", file=sys.stderr)

@@ -1,26 +1,34 @@
-"""``fleetd check`` against real spokes: healthy, unreachable, under-privileged, invalid inventory."""
+"""``fleetd check`` against real spokes: healthy, unreachable, under-privileged, invalid, secrets."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fleetd.testbed.bed import Spoke, TestBed
+from tests.gitrepo import WorkRepo
+from tests.integration.test_secrets import ONLY_DATA, SOPS, Keys
 
 pytestmark = pytest.mark.testbed
 
 
-def _inventory(tmp_path: Path, clusters: dict[str, Path]) -> Path:
+def _inventory(tmp_path: Path, clusters: dict[str, Path], *, syncs: str = "", fleet_extra: str = "") -> Path:
+    """A fleet file and one cluster file per kubeconfig; the source is a repository with one commit."""
+    repo = tmp_path / "repo"
+    if not repo.exists():
+        WorkRepo(repo).write({"README.md": "nothing to deploy\n"}).commit("empty")
     fleet = tmp_path / "fleetd.toml"
     fleet.write_text(
-        f'[fleet]\nstate_dir = "{tmp_path / "state"}"\n\n[source]\nurl = "{tmp_path / "repo"}"\n'
+        f'[fleet]\nstate_dir = "{tmp_path / "state"}"\n\n[source]\nurl = "{repo}"\n{fleet_extra}'
     )
     for name, kubeconfig in clusters.items():
-        (tmp_path / f"{name}.toml").write_text(f'[cluster]\nkubeconfig = "{kubeconfig}"\n')
+        (tmp_path / f"{name}.toml").write_text(f'[cluster]\nkubeconfig = "{kubeconfig}"\n{syncs}')
     return fleet
 
 
@@ -96,3 +104,114 @@ def test_an_invalid_inventory_exits_2_and_names_file_and_key(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "broken.toml" in result.stderr
     assert "wave" in result.stderr
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+SYNCS = '\n[[syncs]]\nname = "apps"\npath = "apps"\n\n[[syncs]]\nname = "gen"\npath = "gen"\n'
+PASSWORD = "check-never-prints-this-3e9a"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    if not SOPS.is_file():
+        pytest.skip(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+    return Keys(tmp_path_factory.mktemp("keys"))
+
+
+def _secrets_repo(tmp_path: Path, keys: Keys, *, stranger: bool = False) -> None:
+    """apps/db.yaml (a whole Secret) and gen/creds.env (a generator input), encrypted; with
+    `stranger`, also apps/other.yaml for a key the fleet does not have, and a truncated file."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db"},
+        "stringData": {"pw": PASSWORD},
+    }
+    files = {
+        "apps/db.yaml": keys.encrypt("db.yaml", yaml.safe_dump(secret), *ONLY_DATA),
+        "apps/plain.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\n",
+        "gen/kustomization.yaml": "secretGenerator:\n- name: creds\n  envs: [creds.env]\n",
+        "gen/creds.env": keys.encrypt("creds.env", f"PASSWORD={PASSWORD}\n"),
+    }
+    if stranger:
+        files["apps/other.yaml"] = keys.encrypt("other.yaml", yaml.safe_dump(secret), theirs=True)
+        files["gen/creds.env"] = files["gen/creds.env"].split("sops_")[0]
+    WorkRepo(tmp_path / "repo").write(files).commit("secrets")
+
+
+def _keyed(keys: Keys) -> str:
+    return f'\n[decryption]\nage_key_files = ["{keys.key_file}"]\n'
+
+
+def test_check_reports_the_encrypted_files_the_keys_decrypt(
+    spokes: list[Spoke], tmp_path: Path, keys: Keys
+) -> None:
+    _secrets_repo(tmp_path, keys)
+    config = _inventory(
+        tmp_path, {spokes[0].name: spokes[0].kubeconfig}, syncs=SYNCS, fleet_extra=_keyed(keys)
+    )
+    table = _check(config)
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert re.search(
+        r"^secrets: 2 file\(s\) decrypt with the configured keys at revision [0-9a-f]{12}$",
+        table.stdout,
+        re.M,
+    )
+    doc = json.loads(_check(config, "--json").stdout)
+    assert doc["ok"] is True
+    assert doc["source"]["ok"] is True
+    by_file = {f["file"]: f for f in doc["secrets"]}
+    assert set(by_file) == {"apps/db.yaml", "gen/creds.env"}
+    assert by_file["gen/creds.env"]["format"] == "dotenv"
+    assert by_file["apps/db.yaml"]["syncs"] == [f"{spokes[0].name}/apps"]
+    assert by_file["apps/db.yaml"]["recipients"] == [str(keys.ours.to_public())]
+    assert PASSWORD not in table.stdout + table.stderr + json.dumps(doc)
+
+
+def test_check_names_each_file_no_key_opens_and_exits_1(
+    spokes: list[Spoke], tmp_path: Path, keys: Keys
+) -> None:
+    _secrets_repo(tmp_path, keys, stranger=True)
+    config = _inventory(
+        tmp_path, {spokes[0].name: spokes[0].kubeconfig}, syncs=SYNCS, fleet_extra=_keyed(keys)
+    )
+    result = _check(config)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert re.match(r"secrets: 1 of 3 file\(s\) decrypt with the configured keys", lines[-3])
+    stranger = f"apps/other.yaml: no configured key matches (recipients {keys.theirs.to_public()}); add"
+    assert any(ln.startswith(stranger) for ln in lines)
+    assert any(ln.startswith("gen/creds.env: holds SOPS-encrypted values") for ln in lines)
+    doc = json.loads(_check(config, "--json").stdout)
+    assert doc["ok"] is False
+    assert {f["file"]: f["ok"] for f in doc["secrets"]} == {
+        "apps/db.yaml": True,
+        "apps/other.yaml": False,
+        "gen/creds.env": False,
+    }
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_without_decryption_keys_every_encrypted_file_is_a_problem(
+    spokes: list[Spoke], tmp_path: Path, keys: Keys
+) -> None:
+    _secrets_repo(tmp_path, keys)
+    result = _check(_inventory(tmp_path, {spokes[0].name: spokes[0].kubeconfig}, syncs=SYNCS))
+    assert result.returncode == 1
+    assert "secrets: 0 of 2 file(s) decrypt with the configured keys" in result.stdout
+    assert (
+        "apps/db.yaml: the file is SOPS-encrypted but no decryption keys are configured "
+        f"([decryption] in the fleet file); it is encrypted for {keys.ours.to_public()}"
+    ) in result.stdout
+
+
+def test_a_source_that_cannot_be_read_is_a_problem(spokes: list[Spoke], tmp_path: Path) -> None:
+    config = _inventory(tmp_path, {spokes[0].name: spokes[0].kubeconfig})
+    config.write_text(config.read_text().replace(str(tmp_path / "repo"), str(tmp_path / "no-such-repo")))
+    result = _check(config, "--json")
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    assert doc["clusters"][0]["ok"] is True
+    assert doc["source"]["ok"] is False
+    assert doc["source"]["errors"][0].startswith("cannot look for encrypted files: git source")

@@ -1,20 +1,33 @@
 """The kustomize boundary, against the real kustomize binary of the test bed.
 
-Only the timeout test uses a stand-in: a shell script that never finishes,
-named as such, because a real kustomize cannot be made to hang on purpose.
+Stand-ins, named as such, only where a real kustomize cannot show it: a
+shell script that never finishes (timeouts, cancellation) and one that
+reports the files it was given (the private copy's modes). SOPS is stood in
+for by `FakeSops`, which undoes values written as ``ENC[…,data:<base64>,…]``:
+these tests are about the copy, `tests/unit/test_render.py` and
+`tests/integration/test_secrets.py` use the real sops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import re
+import stat
+import tempfile
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from fleetd import kustomize
 from fleetd.kustomize import KustomizeError, build, environment, find_binary, is_remote
+from fleetd.sops import MacMismatch
 from fleetd.testbed.build import toolset
 
 pytestmark = pytest.mark.timeout(10)
@@ -268,3 +281,280 @@ class TestFindingTheBinary:
         with pytest.raises(KustomizeError, match="cannot run /nonexistent/kustomize") as caught:
             await build(tmp_path / "app", root=tmp_path, binary="/nonexistent/kustomize")
         assert caught.value.temporary
+
+
+# --- SOPS-encrypted inputs --------------------------------------------------------------------
+
+ENC = re.compile(r"ENC\[AES256_GCM,data:(.*?),iv:[^,]*,tag:[^,]*,type:str\]")
+
+
+def enc(value: str) -> str:
+    """A value as a stand-in for sops writes it: base64, so the fake can undo it."""
+    return f"ENC[AES256_GCM,data:{base64.b64encode(value.encode()).decode()},iv:i,tag:t,type:str]"
+
+
+FAKE_META = {"mac": enc("the-mac"), "lastmodified": "2024-01-01T00:00:00Z"}
+
+
+def fake_dotenv(**values: str) -> str:
+    lines = [f"{key}={enc(value)}" for key, value in values.items()]
+    return "\n".join([*lines, f"sops_mac={FAKE_META['mac']}", "sops_lastmodified=2024-01-01T00:00:00Z", ""])
+
+
+def fake_binary(plain: str) -> str:
+    return json.dumps({"data": enc(plain), "sops": FAKE_META})
+
+
+def fake_yaml(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump({**doc, "sops": FAKE_META})
+
+
+class FakeSops:
+    """A stand-in for the decryption hook: undoes `enc`, drops the metadata, records the calls."""
+
+    def __init__(self, on_call: Callable[[], None] | None = None) -> None:
+        self.calls: list[str] = []
+        self.on_call = on_call
+
+    def __call__(self, data: bytes, fmt: str) -> bytes:
+        self.calls.append(fmt)
+        if self.on_call:
+            self.on_call()
+        text = ENC.sub(lambda m: base64.b64decode(m.group(1)).decode(), data.decode())
+        if fmt == "dotenv":
+            return "".join(f"{ln}\n" for ln in text.splitlines() if not ln.startswith("sops_")).encode()
+        doc = json.loads(text) if fmt in ("json", "binary") else yaml.safe_load(text)
+        doc.pop("sops")
+        return str(doc["data"]).encode() if fmt == "binary" else yaml.safe_dump(doc).encode()
+
+
+def generator_app(root: Path) -> None:
+    write(
+        root,
+        {
+            "app/kustomization.yaml": """\
+                secretGenerator:
+                - name: creds
+                  envs: [creds.env, plain.env]
+                  files: [token=token.bin]
+                """,
+            "app/creds.env": fake_dotenv(PASSWORD="hunter2-dotenv"),
+            "app/plain.env": "MODE=plain\n",
+            "app/token.bin": fake_binary("hunter2-binary"),
+        },
+    )
+
+
+def secret_data(output: str) -> dict[str, str]:
+    (secret,) = yaml.safe_load_all(output)
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A TMPDIR of the test's own, so leftovers of other processes do not count."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+class TestEncryptedInputs:
+    async def test_encrypted_generator_inputs_are_decrypted_before_the_build(
+        self, tmp_path: Path, kustomize_bin: Path
+    ) -> None:
+        generator_app(tmp_path)
+        hook = FakeSops()
+        output = await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
+        assert secret_data(output) == {
+            "PASSWORD": "hunter2-dotenv",
+            "MODE": "plain",
+            "token": "hunter2-binary",
+        }
+        assert sorted(hook.calls) == ["binary", "dotenv"]
+
+    async def test_an_encrypted_resource_is_decrypted_before_kustomize_transforms_it(
+        self, tmp_path: Path, kustomize_bin: Path
+    ) -> None:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db"},
+            "data": {"pw": enc("aHVudGVy")},
+        }
+        write(
+            tmp_path,
+            {
+                "base/kustomization.yaml": "resources: [db.yaml]\n",
+                "base/db.yaml": fake_yaml(secret),
+                "overlay/kustomization.yaml": "namespace: prod\nnamePrefix: p-\nresources: [../base]\n",
+            },
+        )
+        output = await build(tmp_path / "overlay", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops())
+        (built,) = yaml.safe_load_all(output)
+        assert built["metadata"] == {"name": "p-db", "namespace": "prod"}
+        assert built["data"] == {"pw": "aHVudGVy"}
+        assert "sops" not in built
+
+    async def test_files_are_recognised_as_encrypted_by_their_content_not_their_name(
+        self, tmp_path: Path, kustomize_bin: Path
+    ) -> None:
+        write(
+            tmp_path,
+            {
+                "app/kustomization.yaml": "secretGenerator:\n- name: s\n  envs: [creds.txt, plain.env]\n",
+                "app/creds.txt": fake_dotenv(A="from-txt"),
+                "app/plain.env": "B=plain\n",
+            },
+        )
+        hook = FakeSops()
+        output = await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
+        assert secret_data(output) == {"A": "from-txt", "B": "plain"}
+        assert hook.calls == ["dotenv"]
+
+    async def test_without_keys_the_build_fails_naming_the_encrypted_file(
+        self, tmp_path: Path, kustomize_bin: Path
+    ) -> None:
+        generator_app(tmp_path)
+        with pytest.raises(KustomizeError) as caught:
+            await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin)
+        assert caught.value.directory in ("app/creds.env", "app/token.bin")
+        assert "SOPS-encrypted but no decryption keys are configured ([decryption]" in str(caught.value)
+        assert not caught.value.temporary
+
+    async def test_a_failing_hook_fails_the_build_with_its_message_for_that_file(
+        self, tmp_path: Path, kustomize_bin: Path
+    ) -> None:
+        write(tmp_path, {"app/kustomization.yaml": "secretGenerator:\n- name: s\n  envs: [creds.env]\n"})
+        write(tmp_path, {"app/creds.env": fake_dotenv(A="x")})
+
+        def failing(data: bytes, fmt: str) -> bytes:
+            raise MacMismatch("<memory>", "the MAC does not match the content")
+
+        with pytest.raises(KustomizeError) as caught:
+            await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=failing)
+        assert str(caught.value) == "app/creds.env: cannot decrypt: the MAC does not match the content"
+
+    async def test_a_truncated_sops_file_is_refused_rather_than_applied_as_ciphertext(
+        self, tmp_path: Path, kustomize_bin: Path
+    ) -> None:
+        write(tmp_path, {"app/kustomization.yaml": "secretGenerator:\n- name: s\n  envs: [creds.env]\n"})
+        write(tmp_path, {"app/creds.env": fake_dotenv(A="x").split("sops_mac")[0]})
+        with pytest.raises(KustomizeError, match=r"^app/creds.env: holds SOPS-encrypted values .* truncated"):
+            await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops())
+
+
+class TestThePrivateCopy:
+    async def test_it_is_a_0700_directory_outside_the_repository_and_gone_after_the_build(
+        self, tmp_path: Path, kustomize_bin: Path, private_tmp: Path
+    ) -> None:
+        generator_app(tmp_path / "repo")
+        seen: list[tuple[Path, int]] = []
+
+        def look() -> None:
+            seen.extend((p, stat.S_IMODE(p.stat().st_mode)) for p in private_tmp.iterdir())
+
+        await build(
+            tmp_path / "repo/app", root=tmp_path / "repo", binary=kustomize_bin, decrypt=FakeSops(look)
+        )
+        assert seen
+        assert all(mode == 0o700 and p.name.startswith("fleetd-kustomize-") for p, mode in seen)
+        assert leftovers(private_tmp) == []
+
+    async def test_kustomize_reads_plaintext_files_only_their_owner_may_read(
+        self, tmp_path: Path, private_tmp: Path
+    ) -> None:
+        generator_app(tmp_path)
+        stand_in = tmp_path / "stand-in-kustomize"  # reports what it was given instead of building
+        stand_in.write_text('#!/bin/sh\nstat -c "%a" "$4/creds.env" "$4/../.."\ncat "$4/creds.env"\n')
+        stand_in.chmod(0o755)
+        output = await build(tmp_path / "app", root=tmp_path, binary=stand_in, decrypt=FakeSops())
+        assert output.splitlines() == ["600", "700", "PASSWORD=hunter2-dotenv"]
+        assert leftovers(private_tmp) == []
+
+    async def test_symbolic_links_are_copied_as_links_and_never_followed(
+        self, tmp_path: Path, kustomize_bin: Path, private_tmp: Path
+    ) -> None:
+        repo = tmp_path / "repo"
+        generator_app(repo)
+        (tmp_path / "outside.txt").write_text("not for the copy")
+        (repo / "app/linked.txt").symlink_to(tmp_path / "outside.txt")
+        links: list[bool] = []
+
+        def look() -> None:
+            (copy,) = private_tmp.iterdir()
+            links.append((copy / "tree/app/linked.txt").is_symlink())
+
+        await build(repo / "app", root=repo, binary=kustomize_bin, decrypt=FakeSops(look))
+        assert set(links) == {True}
+
+    async def test_it_is_removed_after_a_failed_build_whose_message_names_repository_paths(
+        self, tmp_path: Path, kustomize_bin: Path, private_tmp: Path
+    ) -> None:
+        generator_app(tmp_path)
+        write(tmp_path, {"app/kustomization.yaml": "resources: [missing.yaml]\n" + GENERATOR})
+        with pytest.raises(KustomizeError, match=r"missing\.yaml") as caught:
+            await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops())
+        assert "fleetd-kustomize-" not in str(caught.value)
+        assert leftovers(private_tmp) == []
+
+    async def test_kustomize_messages_about_decrypted_content_do_not_show_it(
+        self, tmp_path: Path, kustomize_bin: Path
+    ) -> None:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": [enc("hunter2-ns")]},
+        }
+        write(tmp_path, {"app/kustomization.yaml": "namespace: x\nresources: [db.yaml]\n"})
+        write(tmp_path, {"app/db.yaml": fake_yaml(secret)})
+        with pytest.raises(KustomizeError, match="node contents") as caught:
+            await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops())
+        assert "hunter2" not in str(caught.value)
+        assert "[redacted]" in str(caught.value)
+
+    async def test_it_is_removed_after_a_timeout(self, tmp_path: Path, private_tmp: Path) -> None:
+        generator_app(tmp_path)
+        with pytest.raises(KustomizeError, match="did not finish"):
+            await build(
+                tmp_path / "app",
+                root=tmp_path,
+                binary=stuck_binary(tmp_path),
+                decrypt=FakeSops(),
+                timeout=0.5,
+            )
+        assert leftovers(private_tmp) == []
+
+    async def test_it_is_removed_when_the_build_is_cancelled(self, tmp_path: Path, private_tmp: Path) -> None:
+        generator_app(tmp_path)
+        stuck = stuck_binary(tmp_path)
+        task = asyncio.create_task(build(tmp_path / "app", root=tmp_path, binary=stuck, decrypt=FakeSops()))
+        await asyncio.to_thread(wait_for, tmp_path / "child.pid")
+        assert leftovers(private_tmp), "the build should be running on its private copy"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert leftovers(private_tmp) == []
+        assert_gone(int((tmp_path / "child.pid").read_text()))
+
+
+def leftovers(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
+def wait_for(path: Path, deadline: float = 5.0) -> None:
+    end = time.monotonic() + deadline
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+GENERATOR = "secretGenerator:\n- name: creds\n  envs: [creds.env]\n"
+
+
+def stuck_binary(directory: Path) -> Path:
+    """A stand-in for kustomize that never finishes (a real one cannot be made to hang)."""
+    stuck = directory / "stuck-binary"
+    stuck.write_text(f"#!/bin/sh\nsleep 30 &\necho $! > {directory / 'child.pid'}\nwait\n")
+    stuck.chmod(0o755)
+    return stuck

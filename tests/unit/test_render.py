@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import subprocess
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pyrage
 import pytest
 import yaml
 
 from fleetd import render as render_module
+from fleetd.daemon import decryptor
 from fleetd.errors import FleetdError
-from fleetd.render import Loaded, RenderCache, RenderError, RenderResult, render
+from fleetd.inventory.model import Decryption
+from fleetd.render import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
 from fleetd.testbed.build import toolset
 
 pytestmark = pytest.mark.timeout(10)
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
+SOPS = toolset().path("sops")
 
 
 @pytest.fixture(scope="session")
@@ -392,7 +399,7 @@ class TestSops:
         (db,) = (await rendered(tmp_path, decrypt=decrypt)).objects
         assert db.obj == SECRET
 
-    async def test_encrypted_documents_of_a_kustomize_build_are_decrypted_as_json(
+    async def test_an_encrypted_resource_of_a_kustomization_is_decrypted_before_the_build(
         self, tmp_path: Path, kustomize_bin: Path
     ) -> None:
         write(
@@ -413,6 +420,130 @@ class TestSops:
 
         with pytest.raises(RenderError, match=r"^app/db.yaml: cannot decrypt: no age identity"):
             await rendered(tmp_path, decrypt=failing)
+
+
+class Sops:
+    """The real sops binary and two age keys of the test's own ("ours" and "theirs")."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.identities = {name: pyrage.x25519.Identity.generate() for name in ("ours", "theirs")}
+        self.key_file = root / "age.txt"
+        self.key_file.write_text(f"{self.identities['ours']}\n")
+        self.key_file.chmod(0o600)
+
+    def hook(self) -> Decrypt:
+        made = decryptor(Decryption(age_key_files=(self.key_file,)))
+        assert made is not None
+        return made
+
+    def encrypt(self, name: str, plain: str | bytes, *flags: str, key: str = "ours") -> str:
+        """`plain` as ``sops --encrypt`` writes it for a file called `name` (which picks the format)."""
+        source = self.root / "plain" / name
+        source.parent.mkdir(exist_ok=True)
+        source.write_bytes(plain.encode() if isinstance(plain, str) else plain)
+        recipient = str(self.identities[key].to_public())
+        argv = [str(SOPS), "--encrypt", "--age", recipient, *flags, str(source)]
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.root)}
+        done = subprocess.run(argv, capture_output=True, env=env, timeout=30, check=True)
+        return done.stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def sops(tmp_path_factory: pytest.TempPathFactory) -> Sops:
+    if not SOPS.is_file():
+        pytest.skip(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+    return Sops(tmp_path_factory.mktemp("sops"))
+
+
+DB_SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "db"},
+    "type": "Opaque",
+    "stringData": {"password": "hunter2-from-sops"},
+}
+ONLY_DATA = ("--encrypted-regex", "^(data|stringData)$")
+
+
+class TestRealSopsFiles:
+    async def test_whole_secrets_encrypted_by_sops_render_decrypted_from_yaml_and_json(
+        self, tmp_path: Path, sops: Sops
+    ) -> None:
+        other = DB_SECRET | {"metadata": {"name": "api"}}
+        write(tmp_path, {"app/db.yaml": sops.encrypt("db.yaml", yaml.safe_dump(DB_SECRET), *ONLY_DATA)})
+        write(tmp_path, {"app/api.json": sops.encrypt("api.json", json.dumps(other))})
+        api, db = (await rendered(tmp_path, decrypt=sops.hook())).objects
+        assert (db.obj, api.obj) == (DB_SECRET, other)
+
+    async def test_an_encrypted_secret_is_decrypted_before_kustomize_renames_and_relabels_it(
+        self, tmp_path: Path, sops: Sops, kustomize_bin: Path
+    ) -> None:
+        write(
+            tmp_path,
+            {
+                "base/kustomization.yaml": "resources: [db.yaml]\n",
+                "base/db.yaml": sops.encrypt("db.yaml", yaml.safe_dump(DB_SECRET), *ONLY_DATA),
+                "app/kustomization.yaml": """\
+                    namespace: prod
+                    namePrefix: p-
+                    labels: [{pairs: {team: db}}]
+                    resources: [../base]
+                    """,
+            },
+        )
+        (db,) = (await rendered(tmp_path, kustomize=kustomize_bin, decrypt=sops.hook())).objects
+        assert db.obj["metadata"] == {"name": "p-db", "namespace": "prod", "labels": {"team": "db"}}
+        assert db.obj["stringData"] == {"password": "hunter2-from-sops"}
+
+    async def test_generator_inputs_in_dotenv_binary_and_yaml_render_decrypted(
+        self, tmp_path: Path, sops: Sops, kustomize_bin: Path
+    ) -> None:
+        token = bytes(range(256))
+        write(
+            tmp_path,
+            {
+                "app/kustomization.yaml": """\
+                    secretGenerator:
+                    - name: creds
+                      envs: [creds.env]
+                      files: [token.bin]
+                    configMapGenerator:
+                    - name: settings
+                      files: [settings.yaml]
+                    """,
+                "app/creds.env": sops.encrypt("creds.env", "USER=admin\nPASSWORD=hunter2-dotenv\n"),
+                "app/settings.yaml": sops.encrypt("settings.yaml", "level: debug\nretries: 3\n"),
+            },
+        )
+        (tmp_path / "app/token.bin").write_text(sops.encrypt("token.bin", token))
+        result = await rendered(tmp_path, kustomize=kustomize_bin, decrypt=sops.hook())
+        by_kind = {r.obj["kind"]: r.obj for r in result.objects}
+        secret = {key: base64.b64decode(value) for key, value in by_kind["Secret"]["data"].items()}
+        assert secret == {"USER": b"admin", "PASSWORD": b"hunter2-dotenv", "token.bin": token}
+        assert yaml.safe_load(by_kind["ConfigMap"]["data"]["settings.yaml"]) == {
+            "level": "debug",
+            "retries": 3,
+        }
+
+    async def test_a_file_for_another_key_fails_naming_the_file_and_its_recipient(
+        self, tmp_path: Path, sops: Sops
+    ) -> None:
+        write(tmp_path, {"app/db.yaml": sops.encrypt("db.yaml", yaml.safe_dump(DB_SECRET), key="theirs")})
+        with pytest.raises(RenderError) as caught:
+            await rendered(tmp_path, decrypt=sops.hook())
+        message = str(caught.value)
+        assert message.startswith("app/db.yaml: cannot decrypt: none of the configured keys opens this file")
+        assert str(sops.identities["theirs"].to_public()) in message
+        assert "<memory>" not in message
+
+    async def test_a_truncated_file_fails_instead_of_applying_its_ciphertext(
+        self, tmp_path: Path, sops: Sops
+    ) -> None:
+        encrypted = sops.encrypt("db.yaml", yaml.safe_dump(DB_SECRET), *ONLY_DATA)
+        write(tmp_path, {"app/db.yaml": encrypted[: encrypted.index("sops:")]})
+        with pytest.raises(RenderError, match=r"^app/db.yaml: holds SOPS-encrypted values .* truncated"):
+            await rendered(tmp_path, decrypt=sops.hook())
 
 
 class TestDigest:
