@@ -133,9 +133,8 @@ class Daemon:
         for name, worker in self.workers.items():
             if worker.reachable is not None:
                 self.metrics.set_reachable(name, worker.reachable)
-            totals = worker.request_totals()
-            if totals:
-                self.metrics.report_api_totals(name, totals)
+            self.metrics.report_api_totals(name, worker.request_totals())
+            self.metrics.report_api_error_totals(name, worker.error_totals())
             drift = worker.drift
             for sync in worker.cluster.syncs:
                 self.metrics.set_drifted(name, sync.name, drift.drifted_count(sync.name) if drift else 0)

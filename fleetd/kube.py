@@ -116,6 +116,8 @@ class KubeClient:
         self._api = api
         #: Requests sent, by HTTP method (for metrics and benchmarks).
         self.requests: Counter[str] = Counter()
+        #: Failed requests by kind: unreachable, forbidden, server (5xx), other.
+        self.errors: Counter[str] = Counter()
 
     @property
     def server(self) -> str:
@@ -160,10 +162,20 @@ class KubeClient:
                 raw = await resp.read()
                 status = resp.status
         except _TRANSIENT as exc:
+            self.errors["unreachable"] += 1
             raise Unreachable(self.cluster, _describe(exc, self.server)) from exc
         if not 200 <= status <= 299:
+            self._count_error(status)
             raise api_error(self.cluster, status, raw)
         return json.loads(raw) if raw else None
+
+    def _count_error(self, status: int) -> None:
+        if status == 403:
+            self.errors["forbidden"] += 1
+        elif status >= 500:
+            self.errors["server"] += 1
+        elif status not in (404, 409, 410):  # answers, not failures: absent, conflict, expired watch
+            self.errors["other"] += 1
 
     async def watch(
         self, path: str, *, query: Sequence[tuple[str, str]], timeout: float
@@ -183,12 +195,14 @@ class KubeClient:
             )  # fmt: skip
             async with resp:
                 if not 200 <= resp.status <= 299:
+                    self._count_error(resp.status)
                     raise api_error(self.cluster, resp.status, await resp.read())
                 async for event in _json_lines(resp.content):
                     if event.get("type") == "ERROR":
                         raise _watch_error(self.cluster, event.get("object") or {})
                     yield event
         except _TRANSIENT as exc:
+            self.errors["unreachable"] += 1
             raise Unreachable(self.cluster, _describe(exc, self.server)) from exc
 
     async def version(self) -> dict[str, Any]:

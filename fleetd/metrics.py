@@ -77,7 +77,7 @@ class FleetMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._api_totals: dict[tuple[str, str], int] = {}
+        self._api_totals: dict[tuple[str, str, str], int] = {}  # (what, cluster, method or kind)
         self._sync_metrics(self.registry)
         self._cluster_metrics(self.registry)
         self._fleet_metrics(self.registry)
@@ -197,9 +197,19 @@ class FleetMetrics:
         zero, so the whole total is new (like a Prometheus counter reset).
         """
         for method, total in totals.items():
-            before = self._api_totals.get((cluster, method), 0)
-            self.record_api_requests(cluster, method, total - before if total >= before else total)
-            self._api_totals[cluster, method] = total
+            self.record_api_requests(cluster, method, self._increase(("requests", cluster, method), total))
+
+    def report_api_error_totals(self, cluster: str, totals: Mapping[str, int]) -> None:
+        """Failed requests per kind since the client connected (``KubeClient.errors``); see above."""
+        for kind, total in totals.items():
+            increase = self._increase(("errors", cluster, kind), total)
+            if increase:
+                self.api_errors.labels(cluster, kind if kind in API_ERROR_KINDS else "other").inc(increase)
+
+    def _increase(self, key: tuple[str, str, str], total: int) -> int:
+        before = self._api_totals.get(key, 0)
+        self._api_totals[key] = total
+        return total - before if total >= before else total
 
     def record_api_error(self, cluster: str, kind: str) -> None:
         """An API request failed; `kind` outside `API_ERROR_KINDS` is counted as ``other``."""
@@ -209,7 +219,7 @@ class FleetMetrics:
         """Drop every series of a cluster that left the inventory."""
         for metric in self._per_sync() + self._per_cluster():
             metric.remove_by_labels({"cluster": cluster})
-        self._api_totals = {k: v for k, v in self._api_totals.items() if k[0] != cluster}
+        self._api_totals = {k: v for k, v in self._api_totals.items() if k[1] != cluster}
 
     # -- source, webhooks, inventory -------------------------------------------
 

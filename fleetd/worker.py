@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from graphlib import TopologicalSorter
 
@@ -68,7 +69,9 @@ class ClusterWorker:
         self._verified = False
         self._orphans: set[str] = set()  # ledgers in the spoke of syncs no longer assigned here
         self._forced_now: set[str] = set()
-        self._swept: dict[str, float] = {}  # sync -> monotonic time of its last full reconcile
+        self._swept: dict[str, float] = {}
+        self._past_requests: Counter[str] = Counter()  # of connections dropped since start
+        self._past_errors: Counter[str] = Counter()  # sync -> monotonic time of its last full reconcile
         self._session: ClusterSession | None = None
         self._closing: asyncio.Task[None] | None = None
         self.statuses: dict[str, SyncStatus] = {
@@ -88,8 +91,14 @@ class ClusterWorker:
         return sum(self.request_totals().values())
 
     def request_totals(self) -> dict[str, int]:
-        """API requests over the current connection, by method."""
-        return dict(self._session.client.requests) if self._session else {}
+        """API requests since the worker started, by method (all connections)."""
+        current = self._session.client.requests if self._session else Counter[str]()
+        return dict(self._past_requests + current)
+
+    def error_totals(self) -> dict[str, int]:
+        """Failed API requests since the worker started, by kind (all connections)."""
+        current = self._session.client.errors if self._session else Counter[str]()
+        return dict(self._past_errors + current)
 
     def trigger(self, sync: str | None = None) -> None:
         """Reconcile now: one sync, or every sync of the cluster."""
@@ -217,6 +226,8 @@ class ClusterWorker:
             self._set_status(self._record(sync, snapshot, "failed", f"cluster unreachable: {exc.detail}"))
         stale, self._session = self._session, None
         if stale is not None:  # reconnect from scratch next time; close in the background
+            self._past_requests += stale.client.requests
+            self._past_errors += stale.client.errors
             self._closing = asyncio.get_running_loop().create_task(_close(stale))
 
     def _set_status(self, status: SyncStatus) -> None:
