@@ -28,6 +28,7 @@ from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Decryption, Fleet, load_fleet
 from fleetd.metrics import FleetMetrics
 from fleetd.render import Decrypt, RenderCache
+from fleetd.rollout import Rollout
 from fleetd.sops import KeyRing, SopsError, decrypt_bytes
 from fleetd.source import GitSourceFetcher, Snapshot, SourceError, redact
 from fleetd.state import StateStore, SyncStatus
@@ -52,6 +53,8 @@ class Daemon:
         self.metrics.set_inventory_valid(True)
         for status in self.state.statuses():
             self.metrics.restore_status(status)
+        self.rollout = Rollout((c.wave for c in fleet.clusters), self.state)
+        self._snapshots: dict[str, Snapshot] = {}  # revisions some wave may apply
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
         self.http_ready = asyncio.Event()
         self._fetch_now = asyncio.Event()
@@ -69,11 +72,67 @@ class Daemon:
             state=self.state,
             renders=self.renders,
             limiter=self._limiter,
-            snapshot=lambda: self.source.current,
+            snapshot=lambda: self._snapshot_for(name),
             decrypt=self.decrypt,
-            on_status=self.metrics.observe_status,
+            on_status=self._on_status,
             on_drift=lambda sync, kind, corrected: self._count_drift(name, sync, kind, corrected),
         )
+
+    def _snapshot_for(self, cluster: str) -> Snapshot | None:
+        """The snapshot the cluster's rollout wave may apply now."""
+        revision = self.rollout.revision_for(self.fleet.cluster(cluster).wave)
+        return self._snapshots.get(revision) if revision else None
+
+    def _on_status(self, status: SyncStatus) -> None:
+        self.metrics.observe_status(status)
+        self._advance()
+
+    # -- rollout waves ---------------------------------------------------------
+
+    def _wave(self, wave: int) -> list[ClusterWorker]:
+        return [w for w in self.workers.values() if w.cluster.wave == wave and not w.cluster.suspend]
+
+    def _healthy(self, wave: int, revision: str) -> bool:
+        return all(
+            w.statuses.get(s.name) is not None
+            and w.statuses[s.name].result == "ready"
+            and w.statuses[s.name].revision == revision
+            for w in self._wave(wave)
+            for s in w.cluster.syncs
+            if not s.suspend
+        )
+
+    def _failing(self, wave: int, revision: str) -> bool:
+        return any(
+            st.result == "failed" and st.revision == revision
+            for w in self._wave(wave)
+            for st in w.statuses.values()
+        )
+
+    def _advance(self) -> None:
+        """Let waves take the current revision as far as health allows, and wake the ones that moved."""
+        current = self.source.current
+        if current is None:
+            return
+        for wave in self.rollout.advance(current.revision, self._healthy):
+            for worker in self._wave(wave):
+                worker.wake()
+        in_use = set(self.rollout.allowed.values()) | {current.revision}
+        self._snapshots = {r: s for r, s in self._snapshots.items() if r in in_use}
+        self.source.pin(in_use)
+
+    def hold(self) -> None:
+        """Stop the rollout where it is: no wave takes a newer revision until :meth:`resume`."""
+        self.rollout.hold()
+
+    def resume(self) -> None:
+        self.rollout.resume()
+        self._advance()
+
+    def promote(self) -> None:
+        """Give the next wave the target revision even though the wave before it is not healthy."""
+        self.rollout.promote()
+        self._advance()
 
     def _count_drift(self, cluster: str, sync: str, kind: str, corrected: bool) -> None:
         self.metrics.record_drift(cluster, sync, kind)
@@ -117,6 +176,7 @@ class Daemon:
                 "revision": snapshot.revision if snapshot else None,
                 "last_error": str(error) if error else None,
             },
+            "rollout": self.rollout.position(self._failing).to_json(),
             "clusters": [self._cluster_document(name, worker) for name, worker in self.workers.items()],
         }
 
@@ -126,7 +186,11 @@ class Daemon:
             _status_entry(worker.statuses.get(s.name), s.name, drift.drifted_count(s.name) if drift else 0)
             for s in worker.cluster.syncs
         ]
-        return {"name": name, "reachable": worker.reachable, "last_error": worker.last_error, "syncs": syncs}
+        snapshot = self._snapshot_for(name)
+        return {
+            "name": name, "wave": worker.cluster.wave, "revision": snapshot.revision if snapshot else None,
+            "reachable": worker.reachable, "last_error": worker.last_error, "syncs": syncs,
+        }  # fmt: skip
 
     def refresh_metrics(self) -> None:
         """Bring gauges that follow live state up to date (called on every scrape)."""
@@ -138,6 +202,7 @@ class Daemon:
             drift = worker.drift
             for sync in worker.cluster.syncs:
                 self.metrics.set_drifted(name, sync.name, drift.drifted_count(sync.name) if drift else 0)
+        self.metrics.set_rollout(self.rollout.position(self._failing))
 
     # -- running ---------------------------------------------------------------
 
@@ -176,7 +241,7 @@ class Daemon:
                 snapshot = await self.source.fetch()
                 self.metrics.observe_fetch("ok", time.monotonic() - started)
                 if before is None or snapshot.revision != before.revision:
-                    self._new_revision(snapshot)
+                    await self._new_revision(snapshot)
             except SourceError as exc:
                 self.metrics.observe_fetch("failed", time.monotonic() - started)
                 log.warning(
@@ -187,12 +252,29 @@ class Daemon:
                 async with asyncio.timeout(self.source.next_attempt_in):
                     await self._fetch_now.wait()
 
-    def _new_revision(self, snapshot: Snapshot) -> None:
+    async def _new_revision(self, snapshot: Snapshot) -> None:
         log.info("source: new revision %s (%s): %s", snapshot.revision[:12], snapshot.ref, snapshot.message)
         self.metrics.set_source_revision(self.fleet.source.url, snapshot.ref, snapshot.revision)
+        self._snapshots[snapshot.revision] = snapshot
+        await self._restore_wave_snapshots()
         self.renders.evict_except(snapshot.revision)
-        for worker in self.workers.values():
-            worker.wake()
+        self._advance()
+
+    async def _restore_wave_snapshots(self) -> None:
+        """After a restart, materialise the older revisions held-back waves still apply."""
+        for wave, revision in list(self.rollout.allowed.items()):
+            if revision in self._snapshots:
+                continue
+            try:
+                self._snapshots[revision] = await self.source.snapshot_at(revision)
+            except SourceError as exc:
+                log.warning(
+                    "rollout: wave %d's revision %s is gone (%s); it waits for the next",
+                    wave,
+                    revision[:12],
+                    exc,
+                )
+                del self.rollout.allowed[wave]
 
 
 def decryptor(decryption: Decryption) -> Decrypt | None:

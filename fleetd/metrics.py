@@ -36,6 +36,9 @@ the number of series and no fleetd alert or dashboard reads them.
 | `fleetd_source_last_fetch_timestamp_seconds` | gauge | | when the last fetch succeeded |
 | `fleetd_webhook_requests_total` | counter | receiver, result | webhook calls, by result (5) |
 | `fleetd_inventory_valid` | gauge 0/1 | | the last inventory load succeeded |
+| `fleetd_rollout_reached_wave` | gauge | | highest wave that has the newest revision (-1: none yet) |
+| `fleetd_rollout_halted` | gauge 0/1 | | a wave failed at the newest revision and holds later waves back |
+| `fleetd_rollout_held` | gauge 0/1 | | an operator holds the rollout |
 
 (1) ready, failed, waiting, suspended. (2) unreachable, forbidden, server,
 other. (3) ok, failed. (4) the url without a password. (5) accepted,
@@ -55,6 +58,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from fleetd.rollout import Position
 from fleetd.source import redact
 from fleetd.state import SyncStatus
 
@@ -128,6 +132,15 @@ class FleetMetrics:
         self.inventory_valid = Gauge(
             "fleetd_inventory_valid", "1 if the last inventory load succeeded.", registry=r
         )
+        self.rollout_reached = Gauge(
+            "fleetd_rollout_reached_wave", "Highest wave that has the newest revision (-1: none).", registry=r
+        )
+        self.rollout_halted = Gauge(
+            "fleetd_rollout_halted",
+            "1 if a wave failed at the newest revision and holds later waves back.",
+            registry=r,
+        )
+        self.rollout_held = Gauge("fleetd_rollout_held", "1 if an operator holds the rollout.", registry=r)
 
     # -- per cluster and sync --------------------------------------------------
 
@@ -238,6 +251,12 @@ class FleetMetrics:
         """A webhook call to `receiver` ended with `result` (see `WEBHOOK_RESULTS`)."""
         _check(result, WEBHOOK_RESULTS, "webhook result")
         self.webhooks.labels(receiver, result).inc()
+
+    def set_rollout(self, position: Position) -> None:
+        """Where the rollout of the newest revision stands."""
+        self.rollout_reached.set(-1 if position.reached is None else position.reached)
+        self.rollout_halted.set(1 if position.halted_at is not None else 0)
+        self.rollout_held.set(1 if position.held else 0)
 
     def set_inventory_valid(self, valid: bool) -> None:
         """Whether the last inventory load succeeded."""

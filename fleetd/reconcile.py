@@ -30,6 +30,7 @@ from fleetd.apply import Applier, ApplyFailed, Change, Desired
 from fleetd.discovery import Discovery
 from fleetd.drift import DriftTracker, Managed, managed_from
 from fleetd.errors import FleetdError
+from fleetd.health import wait_healthy
 from fleetd.inventory import Cluster, Sync
 from fleetd.kube import ApiError, KubeClient, KubeError
 from fleetd.ledger import Ledger, LedgerStore
@@ -95,7 +96,7 @@ async def reconcile_sync(
     started = time.monotonic()
     try:
         async with asyncio.timeout(sync.timeout):
-            objects, changes, pruned = await _reconcile(session, sync, snapshot, full)
+            objects, changes, pruned = await _reconcile(session, sync, snapshot, full, started + sync.timeout)
     except TimeoutError:
         error = f"reconcile did not finish within the sync's timeout of {sync.timeout:g}s"
         return _failed(session, sync, snapshot, error, started)
@@ -130,7 +131,7 @@ def _failed(
 
 
 async def _reconcile(
-    session: ClusterSession, sync: Sync, snapshot: Snapshot, full: bool
+    session: ClusterSession, sync: Sync, snapshot: Snapshot, full: bool, deadline: float
 ) -> tuple[int, list[Change], list[Pruned]]:
     discovery = session.discovery
     await discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
@@ -172,12 +173,38 @@ async def _reconcile(
     await _record(session, sync, snapshot.revision, keep)
     sources = {d.origin: d.obj for d in desired}
     session.drift.register(sync.name, [*managed_from(sync.name, sync.drift, changes, sources), *unchanged])
+    if sync.wait or sync.health_checks:
+        # Leave a moment before the outer deadline so the message names what is not healthy.
+        budget = max(0.1, deadline - time.monotonic() - 0.5)
+        await wait_healthy(session.client, session.discovery, health_targets(sync, current), timeout=budget)
     session.log.info(
         "sync %s ready at %s: %d objects, %d changed (%d checked by dry run), %d pruned",
         sync.name, snapshot.revision[:12], len(desired), sum(c.action != "unchanged" for c in changes),
         len(fresh), sum(p.outcome == "deleted" for p in pruned),
     )  # fmt: skip
     return len(desired), changes, pruned
+
+
+def health_targets(sync: Sync, entries: frozenset[Entry]) -> list[tuple[ObjRef, str]]:
+    """The objects to wait for: every applied object, or those named by ``health_checks``."""
+    if not sync.health_checks:
+        return [(e.ref, e.version) for e in sorted(entries)]
+    chosen = []
+    for check in sync.health_checks:
+        matches = [e for e in entries if _names(check, e.ref)]
+        if not matches:
+            raise FleetdError(f"sync {sync.name}: health check {check!r} names no object of this sync")
+        chosen += [(e.ref, e.version) for e in matches]
+    return chosen
+
+
+def _names(check: str, ref: ObjRef) -> bool:
+    kind, *rest = check.split("/")
+    kind, _, group = kind.partition(".")
+    namespace, name = (rest[0], rest[1]) if len(rest) == 2 else ("", rest[0])
+    return (kind, group, namespace, name) == (ref.kind, ref.group, ref.namespace, ref.name) or (
+        not group and (kind, namespace, name) == (ref.kind, ref.namespace, ref.name)
+    )
 
 
 def _same(d: Desired, known: Managed | None) -> bool:

@@ -344,6 +344,7 @@ class GitSourceFetcher:
         self._lock = asyncio.Lock()
         self._random = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._stale_locks_cleared = False
+        self._pinned: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"<GitSourceFetcher {self._url} ({self._config.ref})>"
@@ -385,12 +386,34 @@ class GitSourceFetcher:
                 raise
             return await self._succeeded(snapshot)
 
+    def pin(self, revisions: Iterable[str]) -> None:
+        """Keep the snapshots of ``revisions`` too (rollout waves still applying an older revision)."""
+        self._pinned = frozenset(revisions)
+
+    async def snapshot_at(self, revision: str) -> Snapshot:
+        """The snapshot of a revision already in the mirror (e.g. a wave's revision after a restart)."""
+        if self._current is not None and self._current.revision == revision:
+            return self._current
+        async with self._lock:
+            return await asyncio.to_thread(self._materialise_known, revision)
+
+    def _materialise_known(self, revision: str) -> Snapshot:
+        with _GIT_LOCK:
+            repo = self._open_mirror()
+            try:
+                commit = repo[revision].peel(pygit2.Commit)
+            except (KeyError, ValueError):
+                raise self._error(RefNotFound, f"revision {revision[:12]} is not in the mirror") from None
+            root = _materialise(repo, commit, self._snapshots)
+        first_line = (commit.message.strip().splitlines() or [""])[0]
+        return Snapshot(revision=str(commit.id), ref=f"commit {revision[:12]}", root=root, message=first_line)
+
     def cleanup(self) -> None:
-        """Delete snapshots other than the current and previous one (blocking; skips when busy)."""
+        """Delete snapshots other than the current, previous and pinned ones (blocking; skips when busy)."""
         if self._current is None or not _GIT_LOCK.acquire(timeout=1.0):
             return  # never fetched (keep what a restart may re-use), or busy (next time)
         try:
-            keep = {s.root.name for s in (self._current, self._previous) if s is not None}
+            keep = {s.root.name for s in (self._current, self._previous) if s is not None} | self._pinned
             for path in self._snapshots.iterdir():
                 if path.name not in keep:
                     remove_tree(path)

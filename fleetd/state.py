@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS sync_status (
     duration REAL NOT NULL,
     PRIMARY KEY (cluster, sync)
 );
+CREATE TABLE IF NOT EXISTS rollout (
+    wave INTEGER PRIMARY KEY,
+    revision TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flags (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ledger (
     cluster TEXT NOT NULL,
     sync TEXT NOT NULL,
@@ -129,3 +137,21 @@ class StateStore:
     def forget_ledger(self, cluster: str, sync: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM ledger WHERE cluster=? AND sync=?", (cluster, sync))
+
+    def rollout(self) -> dict[int, str]:
+        """The revision each rollout wave may apply."""
+        with self._connect() as db:
+            return {int(w): str(r) for w, r in db.execute("SELECT wave, revision FROM rollout").fetchall()}
+
+    def save_rollout(self, wave: int, revision: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO rollout VALUES (?, ?)", (wave, revision))
+
+    def flag(self, name: str) -> bool:
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM flags WHERE name=?", (name,)).fetchone()
+        return bool(row and row[0])
+
+    def set_flag(self, name: str, value: bool) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO flags VALUES (?, ?)", (name, int(value)))

@@ -123,6 +123,8 @@ class Sync:
     """Names of syncs of the same cluster that must be ready before this one."""
     ignore: tuple[IgnoreRule, ...] = ()
     """Fields never treated as drift."""
+    health_checks: tuple[str, ...] = ()
+    """Objects (``Kind/name``, ``Kind/namespace/name``) to wait for instead of all; implies waiting."""
     prune: bool = True
     """See `SyncDefaults.prune`."""
     interval: float = DEFAULT_SYNC_INTERVAL

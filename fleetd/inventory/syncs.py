@@ -10,6 +10,7 @@ can still point at the right file and line.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fleetd.inventory import syntax
@@ -17,7 +18,7 @@ from fleetd.inventory.fields import Table
 from fleetd.inventory.model import DriftPolicy, IgnoreRule, Sync, SyncDefaults, frozen_map
 
 OPTION_KEYS = frozenset({"prune", "interval", "wait", "timeout", "drift", "namespace", "suspend", "force"})
-SYNC_KEYS = OPTION_KEYS | {"name", "path", "depends_on", "ignore"}
+SYNC_KEYS = OPTION_KEYS | {"name", "path", "depends_on", "ignore", "health_checks"}
 FLEET_SYNC_KEYS = SYNC_KEYS | {"selector"}
 IGNORE_KEYS = frozenset({"paths", "group", "kind", "name", "namespace"})
 _SELECTOR_MISPLACED = "only fleet-wide syncs (in the fleet file) have a selector; remove it here"
@@ -78,6 +79,7 @@ def _read_sync(table: Table, defaults: SyncDefaults, fleet_wide: bool) -> Declar
         fleet_wide=fleet_wide,
         selector=frozen_map(_selector(table, fleet_wide)),
         depends_on=_depends_on(table, name),
+        health_checks=table.strings("health_checks", _health_check) or (),
         ignore=tuple(_read_ignore(rule) for rule in table.tables("ignore", IGNORE_KEYS)),
         prune=options.prune,
         interval=options.interval,
@@ -101,6 +103,18 @@ def _depends_on(table: Table, own_name: str) -> tuple[str, ...]:
         message = f"sync {own_name!r} depends on itself; remove {own_name!r} from depends_on"
         table.report("depends_on", message)
     return tuple(dict.fromkeys(n for n in names if n != own_name))
+
+
+_HEALTH_CHECK = re.compile(
+    r"[A-Za-z][A-Za-z0-9]*(\.[a-z0-9.-]+)?/([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-.a-z0-9]*[a-z0-9])?"
+)
+
+
+def _health_check(text: str) -> str | None:
+    """``Kind/name`` or ``Kind/namespace/name``; ``Kind.group/...`` for custom kinds."""
+    if _HEALTH_CHECK.fullmatch(text):
+        return None
+    return f"{text!r} is not Kind/name or Kind/namespace/name (e.g. Deployment/apps/web)"
 
 
 def _read_ignore(table: Table) -> IgnoreRule:

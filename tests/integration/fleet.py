@@ -28,6 +28,8 @@ def write_fleet(
     clusters: dict[str, Path],
     syncs: list[dict[str, Any]],
     name: str | None = None,
+    waves: dict[str, int] | None = None,
+    variables: dict[str, dict[str, str]] | None = None,
 ) -> Path:
     """A fleet file plus one cluster file per spoke, each cluster with the same syncs."""
     inv = tmp_path / "inventory"
@@ -39,7 +41,10 @@ def write_fleet(
         f'[source]\nurl = "{repo}"\nbranch = "main"\ninterval = "1h"\n'
     )
     for cluster, kubeconfig in clusters.items():
-        text = f'[cluster]\nkubeconfig = "{kubeconfig}"\n\n[variables]\ncluster_name = "{cluster}"\n'
+        wave = (waves or {}).get(cluster, 0)
+        text = f'[cluster]\nkubeconfig = "{kubeconfig}"\nwave = {wave}\n\n'
+        text += f'[variables]\ncluster_name = "{cluster}"\n'
+        text += "".join(f"{k} = {toml_value(v)}\n" for k, v in (variables or {}).get(cluster, {}).items())
         for sync in syncs:
             text += "\n[[syncs]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in sync.items())
         (inv / f"{cluster}.toml").write_text(text)
