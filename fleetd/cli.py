@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
-from fleetd import __version__
+from fleetd import __version__, commands, logs
 from fleetd.check import check_everything, render_secrets, render_table
 from fleetd.daemon import serve
 from fleetd.errors import InventoryError
@@ -67,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_config(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    commands.add_parsers(sub, _add_config)
     sub.add_parser("version", help="print fleetd's version")
     return parser
 
@@ -125,11 +125,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_level)
     return asyncio.run(serve(args.config))
 
 
@@ -144,11 +140,12 @@ def _status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"check": _check, "run": _run, "status": _status}
+    handlers = {"check": _check, "run": _run, "status": _status}
+    handlers |= dict.fromkeys(("reconcile", "suspend", "resume", "rollout", "reload"), commands.run)
     if args.command == "version":
         print(f"fleetd {__version__}")
         return EXIT_OK
-    return commands[args.command](args)
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

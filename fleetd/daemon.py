@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetd import web
+from fleetd import control, web
+from fleetd.control import ControlError
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Decryption, Fleet, load_fleet
 from fleetd.metrics import FleetMetrics
@@ -37,6 +38,8 @@ from fleetd.worker import ClusterWorker
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 10.0
+#: How often the inventory files are checked for changes (seconds).
+RELOAD_POLL = 2.0
 
 
 class Daemon:
@@ -58,8 +61,14 @@ class Daemon:
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
         self.http_ready = asyncio.Event()
         self._fetch_now = asyncio.Event()
+        self._reload_now = asyncio.Event()
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
+        self.reloaded = asyncio.Event()  # set after every reload attempt (tests and notify wait on it)
+        self.reload_error: str | None = None
+        self._stamp = inventory_stamp(fleet)
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def from_config(cls, path: Path) -> Daemon:
@@ -154,9 +163,31 @@ class Daemon:
 
     def trigger(self, cluster: str | None = None, sync: str | None = None) -> None:
         """Reconcile now: one sync, one cluster, or the whole fleet."""
-        targets = [self.workers[cluster]] if cluster else list(self.workers.values())
+        targets = [self._known(cluster, sync)] if cluster else list(self.workers.values())
         for worker in targets:
             worker.trigger(sync)
+
+    def suspend(self, cluster: str, sync: str | None) -> None:
+        """Apply nothing to (and correct no drift of) a cluster or one of its syncs until resumed."""
+        self._known(cluster, sync).suspend(sync)
+
+    def resume_sync(self, cluster: str, sync: str | None) -> None:
+        self._known(cluster, sync).resume(sync)
+
+    def _known(self, cluster: str, sync: str | None) -> ClusterWorker:
+        worker = self.workers.get(cluster)
+        if worker is None:
+            raise ControlError(
+                f"no cluster {cluster!r} in the inventory (known: {', '.join(self.workers) or 'none'})"
+            )
+        if sync is not None and sync not in {s.name for s in worker.cluster.syncs}:
+            names = ", ".join(s.name for s in worker.cluster.syncs) or "none"
+            raise ControlError(f"cluster {cluster} has no sync {sync!r} (its syncs: {names})")
+        return worker
+
+    def request_reload(self) -> None:
+        """Re-read the inventory now (SIGHUP, ``fleetd reload``)."""
+        self._reload_now.set()
 
     # -- web.FleetView -------------------------------------------------------------
 
@@ -210,15 +241,103 @@ class Daemon:
         """Run until :meth:`stop`; returns within :data:`SHUTDOWN_TIMEOUT` after it."""
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 tg.create_task(self._source_loop(), name="source")
                 tg.create_task(self._http(), name="http")
-                for name, worker in self.workers.items():
-                    tg.create_task(worker.run(), name=f"cluster/{name}")
+                tg.create_task(self._control(), name="control")
+                tg.create_task(self._reload_loop(), name="reload")
+                for name in self.workers:
+                    self._start_worker(name)
                 self.started.set()
                 await self._stop.wait()
                 raise _Stopping  # noqa: TRY301 - cancels every root task of the group at once
         except* _Stopping:
             log.info("fleetd stopped")
+
+    def _start_worker(self, name: str) -> None:
+        assert self._tg is not None
+        self._tasks[name] = self._tg.create_task(self.workers[name].run(), name=f"cluster/{name}")
+
+    async def _stop_worker(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _control(self) -> None:
+        """The local control socket for the CLI; without it the daemon still reconciles."""
+        try:
+            runner = await control.serve(self, self.fleet.state_dir)
+        except OSError as exc:
+            log.error("control socket not started: %s; fleetd reconcile/suspend/... will not work", exc)  # noqa: TRY400
+            return
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    # -- live reload ---------------------------------------------------------------
+
+    async def _reload_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RELOAD_POLL):
+                    await self._reload_now.wait()
+            if self._reload_now.is_set() or inventory_stamp(self.fleet) != self._stamp:
+                self._reload_now.clear()
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Swap in the inventory on disk; keep the current one (and say why) if it is invalid."""
+        self._stamp = inventory_stamp(self.fleet)
+        try:
+            new = await asyncio.to_thread(load_fleet, self.fleet.file)
+        except InventoryError as exc:
+            self.reload_error = str(exc)
+            self.metrics.set_inventory_valid(False)
+            log.error("inventory not reloaded, keeping the last good one:\n%s", exc)  # noqa: TRY400
+            self.reloaded.set()
+            return False
+        self.reload_error = None
+        self.metrics.set_inventory_valid(True)
+        await self._apply_inventory(new)
+        self._stamp = inventory_stamp(new)
+        self.reloaded.set()
+        return True
+
+    async def _apply_inventory(self, new: Fleet) -> None:
+        old, self.fleet = self.fleet, new
+        if (new.state_dir, new.listen_host, new.listen_port, new.name) != (
+            old.state_dir, old.listen_host, old.listen_port, old.name,
+        ):  # fmt: skip
+            log.warning("fleet name, state_dir and listen changes take effect after a restart")
+        if new.source != old.source:
+            self.source = GitSourceFetcher(new.source, old.state_dir)
+            self._fetch_now.set()
+        if new.decryption != old.decryption:
+            self.decrypt = decryptor(new.decryption)
+            self.renders.clear()
+        before = {c.name: c for c in old.clusters}
+        after = {c.name: c for c in new.clusters}
+        for name in before.keys() - after.keys():  # removed: stop, leave its objects alone
+            await self._stop_worker(name)
+            del self.workers[name]
+            self.metrics.forget_cluster(name)
+        changed = [
+            n for n in after if n not in before or after[n] != before[n] or new.decryption != old.decryption
+        ]
+        for name in changed:  # new or different: a fresh worker, reconciling everything at once
+            await self._stop_worker(name)
+            self.workers[name] = self._worker(name)
+            self.workers[name].trigger()
+            self._start_worker(name)
+        self.rollout = Rollout((c.wave for c in new.clusters), self.state)
+        self._advance()
+        log.info(
+            "inventory reloaded: %d cluster(s); added %s, removed %s, changed %s",
+            len(after), sorted(after.keys() - before.keys()) or "none",
+            sorted(before.keys() - after.keys()) or "none", sorted(set(changed) & before.keys()) or "none",
+        )  # fmt: skip
 
     async def _http(self) -> None:
         """The HTTP server; if it cannot start, say why and keep reconciling without it."""
@@ -319,6 +438,17 @@ def _status_entry(status: SyncStatus | None, name: str, drifted: int) -> dict[st
     }  # fmt: skip
 
 
+def inventory_stamp(fleet: Fleet) -> tuple[tuple[str, int, int], ...]:
+    """What the inventory files look like on disk (path, mtime, size): a change means reload."""
+    files = [fleet.file, *fleet.clusters_dir.glob("*.toml")]
+    stamp = []
+    for path in sorted(set(files)):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            stamp.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
+
+
 class _Stopping(Exception):
     """Raised inside the task group to cancel every root task."""
 
@@ -337,6 +467,7 @@ async def serve(config: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     log.info(
         "fleetd starting: fleet %s, %d cluster(s), source %s",
         daemon.fleet.name, len(daemon.fleet.clusters), redact(daemon.fleet.source.url),

@@ -298,7 +298,8 @@ class DriftTracker:
             return  # the server says it matches: a normalisation the local check did not know
         self._count(item, ref, corrected=True)
         self.drifted.pop(ref, None)
-        log.info("cluster %s: drift of %s corrected (%s)", self._client.cluster, ref, reason)
+        fields = {"cluster": self._client.cluster, "sync": item.sync}
+        log.info("cluster %s: drift of %s corrected (%s)", self._client.cluster, ref, reason, extra=fields)
 
     async def _report(self, ref: ObjRef, item: Managed, reason: str) -> None:
         if reason.startswith("edited by") or await self._applier.differs(item.desired):

@@ -121,7 +121,8 @@ async def reconcile_sync(
 def _failed(
     session: ClusterSession, sync: Sync, snapshot: Snapshot, error: str, started: float
 ) -> SyncStatus:
-    session.log.warning("sync %s failed at %s: %s", sync.name, snapshot.revision[:12], error)
+    fields = {"sync": sync.name, "revision": snapshot.revision}
+    session.log.warning("sync %s failed at %s: %s", sync.name, snapshot.revision[:12], error, extra=fields)
     status = SyncStatus(
         cluster=session.cluster.name, sync=sync.name, revision=snapshot.revision, result="failed",
         error=error, attempted_at=time.time(), duration=time.monotonic() - started,
@@ -181,6 +182,7 @@ async def _reconcile(
         "sync %s ready at %s: %d objects, %d changed (%d checked by dry run), %d pruned",
         sync.name, snapshot.revision[:12], len(desired), sum(c.action != "unchanged" for c in changes),
         len(fresh), sum(p.outcome == "deleted" for p in pruned),
+        extra={"sync": sync.name, "revision": snapshot.revision},
     )  # fmt: skip
     return len(desired), changes, pruned
 
@@ -265,7 +267,7 @@ def _stale(old: frozenset[Entry], current: frozenset[Entry]) -> frozenset[Entry]
 def _log_pruned(session: ClusterSession, sync: Sync, pruned: list[Pruned]) -> None:
     for p in pruned:
         if p.outcome == "deleted":
-            session.log.info("sync %s pruned %s", sync.name, p.ref)
+            session.log.info("sync %s pruned %s", sync.name, p.ref, extra={"sync": sync.name})
         elif p.outcome in ("protected", "foreign"):
             session.log.info("sync %s left %s in place (%s)", sync.name, p.ref, p.outcome)
 

@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS rollout (
     wave INTEGER PRIMARY KEY,
     revision TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS suspensions (
+    cluster TEXT NOT NULL,
+    sync TEXT NOT NULL,  -- '' suspends the whole cluster
+    PRIMARY KEY (cluster, sync)
+);
 CREATE TABLE IF NOT EXISTS flags (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -155,3 +160,16 @@ class StateStore:
     def set_flag(self, name: str, value: bool) -> None:
         with self._connect() as db:
             db.execute("INSERT OR REPLACE INTO flags VALUES (?, ?)", (name, int(value)))
+
+    def suspensions(self, cluster: str) -> set[str]:
+        """Syncs of ``cluster`` suspended by command (``""``: the whole cluster)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT sync FROM suspensions WHERE cluster=?", (cluster,)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def set_suspended(self, cluster: str, sync: str, suspended: bool) -> None:
+        with self._connect() as db:
+            if suspended:
+                db.execute("INSERT OR REPLACE INTO suspensions VALUES (?, ?)", (cluster, sync))
+            else:
+                db.execute("DELETE FROM suspensions WHERE cluster=? AND sync=?", (cluster, sync))

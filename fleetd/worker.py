@@ -77,6 +77,7 @@ class ClusterWorker:
         self.statuses: dict[str, SyncStatus] = {
             s.sync: s for s in state.statuses() if s.cluster == cluster.name
         }
+        self.suspended: set[str] = state.suspensions(cluster.name)  # by command; "" = whole cluster
         self.reachable: bool | None = None
         self.last_error: str | None = None
 
@@ -105,6 +106,22 @@ class ClusterWorker:
         self._forced |= {sync} if sync else {s.name for s in self.cluster.syncs}
         self._wake.set()
 
+    def suspend(self, sync: str | None) -> None:
+        """Stop applying (and correcting drift of) one sync, or the whole cluster, until resumed."""
+        key = sync or ""
+        self.suspended.add(key)
+        self._state.set_suspended(self.cluster.name, key, True)
+        if self._session is not None:
+            for name in [sync] if sync else [s.name for s in self.cluster.syncs]:
+                self._session.drift.forget(name)
+        self.trigger(sync)
+
+    def resume(self, sync: str | None) -> None:
+        key = sync or ""
+        self.suspended.discard(key)
+        self._state.set_suspended(self.cluster.name, key, False)
+        self.trigger(sync)
+
     def wake(self) -> None:
         """Re-evaluate what is due (e.g. a new revision arrived)."""
         self._wake.set()
@@ -130,7 +147,7 @@ class ClusterWorker:
     async def run_pass(self) -> float:
         """Reconcile what is due; return seconds until something is due again."""
         snapshot = self._snapshot()
-        if snapshot is None or self.cluster.suspend:
+        if snapshot is None or self.cluster.suspend or "" in self.suspended:
             return IDLE_WAIT
         if not self._verified:
             await self._verify_ledgers()
@@ -163,7 +180,8 @@ class ClusterWorker:
         self._retry_at = time.time() + backoff(self._failures) if failed else 0.0
 
     async def _run_sync(self, session: ClusterSession, sync: Sync, snapshot: Snapshot) -> SyncStatus:
-        if sync.suspend:
+        if sync.suspend or sync.name in self.suspended:
+            session.drift.forget(sync.name)
             return self._record(sync, snapshot, "suspended", None)
         blockers = [d for d in sync.depends_on if not self._ready_at(d, snapshot.revision)]
         if blockers:
@@ -221,7 +239,8 @@ class ClusterWorker:
         self._failures += 1
         delay = backoff(self._failures)
         self._retry_at = time.time() + delay
-        log.warning("cluster %s: %s; retrying in %.1fs", self.cluster.name, exc.detail, delay)
+        fields = {"cluster": self.cluster.name}
+        log.warning("cluster %s: %s; retrying in %.1fs", self.cluster.name, exc.detail, delay, extra=fields)
         for sync in due:
             self._set_status(self._record(sync, snapshot, "failed", f"cluster unreachable: {exc.detail}"))
         stale, self._session = self._session, None

@@ -1,0 +1,159 @@
+"""The daemon's local control API: a Unix socket the ``fleetd`` CLI talks to.
+
+Commands that act on a running daemon (``reconcile``, ``suspend``,
+``resume``, ``rollout``, ``reload``) go through this socket, never around
+the daemon. It lives in the state directory as ``fleetd.sock`` with mode
+``0600``: only the daemon's own user (and root) can connect, which is the
+whole authentication — nothing listens on the network for these commands.
+
+Requests and answers are small JSON documents; errors come back as
+``{"error": "..."}`` with a 4xx status and a message the CLI prints as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from fleetd.errors import FleetdError
+
+SOCKET_NAME = "fleetd.sock"
+
+
+class ControlError(FleetdError):
+    """The daemon refused a command, or cannot be reached."""
+
+
+class Controllable(Protocol):
+    """What the control API needs from the daemon."""
+
+    def status_document(self) -> dict[str, Any]: ...
+    def trigger(self, cluster: str | None = None, sync: str | None = None) -> None: ...
+    def suspend(self, cluster: str, sync: str | None) -> None: ...
+    def resume_sync(self, cluster: str, sync: str | None) -> None: ...
+    def hold(self) -> None: ...
+    def resume(self) -> None: ...
+    def promote(self) -> None: ...
+    def request_reload(self) -> None: ...
+
+
+DAEMON: Final = web.AppKey("fleetd.daemon", Controllable)
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / SOCKET_NAME
+
+
+def _target(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    cluster, sync = body.get("cluster"), body.get("sync")
+    return (str(cluster) if cluster else None, str(sync) if sync else None)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    data = await request.json()
+    return data if isinstance(data, dict) else {}
+
+
+def _answer(action: Callable[[], None], done: str) -> web.Response:
+    try:
+        action()
+    except ControlError as exc:
+        return web.json_response({"error": str(exc)}, status=404)
+    return web.json_response({"ok": True, "message": done})
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DAEMON].status_document())
+
+
+async def _reconcile(request: web.Request) -> web.Response:
+    cluster, sync = _target(await _body(request))
+    what = f"{cluster or 'every cluster'}{'/' + sync if sync else ''}"
+    return _answer(lambda: request.app[DAEMON].trigger(cluster, sync), f"reconcile of {what} requested")
+
+
+async def _suspend(request: web.Request) -> web.Response:
+    cluster, sync = _target(await _body(request))
+    if cluster is None:
+        return web.json_response({"error": "name a cluster to suspend"}, status=400)
+    return _answer(
+        lambda: request.app[DAEMON].suspend(cluster, sync), f"{cluster}{'/' + sync if sync else ''} suspended"
+    )
+
+
+async def _resume(request: web.Request) -> web.Response:
+    cluster, sync = _target(await _body(request))
+    if cluster is None:
+        return web.json_response({"error": "name a cluster to resume"}, status=400)
+    what = f"{cluster}{'/' + sync if sync else ''}"
+    return _answer(lambda: request.app[DAEMON].resume_sync(cluster, sync), f"{what} resumed")
+
+
+async def _rollout(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    actions = {"hold": daemon.hold, "resume": daemon.resume, "promote": daemon.promote}
+    verb = request.match_info["verb"]
+    if verb not in actions:
+        return web.json_response({"error": f"unknown rollout command {verb!r}"}, status=404)
+    return _answer(actions[verb], f"rollout {verb}: done")
+
+
+async def _reload(request: web.Request) -> web.Response:
+    return _answer(request.app[DAEMON].request_reload, "reload requested")
+
+
+def make_app(daemon: Controllable) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[DAEMON] = daemon
+    app.router.add_get("/v1/status", _status)
+    app.router.add_post("/v1/reconcile", _reconcile)
+    app.router.add_post("/v1/suspend", _suspend)
+    app.router.add_post("/v1/resume", _resume)
+    app.router.add_post("/v1/rollout/{verb}", _rollout)
+    app.router.add_post("/v1/reload", _reload)
+    return app
+
+
+async def serve(daemon: Controllable, state_dir: Path) -> web.AppRunner:
+    """Start the socket server; the caller cleans the runner up on shutdown."""
+    path = socket_path(state_dir)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale socket of a daemon that died
+    runner = web.AppRunner(make_app(daemon), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    old = os.umask(0o177)
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    finally:
+        os.umask(old)
+    path.chmod(0o600)
+    return runner
+
+
+async def call(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one command to the daemon of ``state_dir``; raise :class:`ControlError` on refusal."""
+    sock = socket_path(state_dir)
+    if not sock.exists():
+        raise ControlError(f"fleetd is not running for this inventory (no control socket at {sock})")
+    try:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as http,
+            http.request(
+                method, f"http://fleetd{path}", json=body, timeout=aiohttp.ClientTimeout(total=30)
+            ) as resp,
+        ):
+            data = await resp.json()
+    except (aiohttp.ClientError, json.JSONDecodeError, TimeoutError) as exc:
+        raise ControlError(f"cannot talk to fleetd at {sock}: {exc}") from exc
+    if resp.status >= 400:
+        raise ControlError(str(data.get("error", f"refused ({resp.status})")))
+    return dict(data)
