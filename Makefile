@@ -36,7 +36,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: testbed
 	$(BIN)/pytest tests/unit -q
 
 # The whole suite: lint, types, unit and integration tests on the real test bed.

@@ -115,7 +115,7 @@ PASSWORD = "check-never-prints-this-3e9a"
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     if not SOPS.is_file():
-        pytest.skip(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+        pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
     return Keys(tmp_path_factory.mktemp("keys"))
 
 

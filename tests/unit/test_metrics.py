@@ -246,7 +246,7 @@ def test_promtool_accepts_the_exposition() -> None:
     m.record_webhook("generic", "accepted")
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip(f"promtool is not installed: {INSTALL_HINT}")
+        pytest.fail(f"promtool is not installed: {INSTALL_HINT}")
     result = subprocess.run(
         [promtool, "check", "metrics"], input=m.exposition(), capture_output=True, timeout=20,
         check=False,

@@ -452,7 +452,7 @@ class Sops:
 @pytest.fixture(scope="module")
 def sops(tmp_path_factory: pytest.TempPathFactory) -> Sops:
     if not SOPS.is_file():
-        pytest.skip(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+        pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
     return Sops(tmp_path_factory.mktemp("sops"))
 
 

@@ -44,7 +44,7 @@ from fleetd.testbed.build import toolset
 
 SOPS = toolset().path("sops")
 if not SOPS.exists():
-    pytest.skip(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`", allow_module_level=True)
+    pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`", pytrace=False)
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -389,7 +389,7 @@ class _GitHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def http_server(remote: Remote) -> Iterator[GitHttpServer]:
     if shutil.which("git") is None:
-        pytest.skip("git (for git http-backend) is not installed")
+        pytest.fail("git (for git http-backend) is not installed: apt-get install git")
     server = GitHttpServer(remote.path.parent, "fleet", TOKEN)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="git-http", daemon=True)
     thread.start()
@@ -457,7 +457,7 @@ class TestSsh:
 
     def test_hashed_entries_written_by_ssh_keygen_match(self, tmp_path: Path) -> None:
         if shutil.which("ssh-keygen") is None:
-            pytest.skip("ssh-keygen is not installed")
+            pytest.fail("ssh-keygen is not installed: apt-get install openssh-client")
         known = tmp_path / "known_hosts"
         known.write_text(f"git.example.com ssh-ed25519 {KEY}\n[gitea.lan]:2222 ssh-ed25519 {OTHER_KEY}\n")
         subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
