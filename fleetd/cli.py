@@ -24,7 +24,7 @@ from fleetd.daemon import serve
 from fleetd.errors import InventoryError
 from fleetd.inventory import Fleet, load_fleet
 from fleetd.state import StateStore
-from fleetd.status import render_status, status_rows
+from fleetd.status import render_status, rollout_lines, status_rows
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 DEFAULT_CONFIG = Path(os.environ.get("FLEETD_CONFIG", "/etc/fleetd/fleetd.toml"))
@@ -133,8 +133,13 @@ def _status(args: argparse.Namespace) -> int:
     fleet = _load(args.config, args.json)
     if fleet is None:
         return EXIT_ERROR
-    rows = status_rows(fleet, StateStore(fleet.state_dir))
-    print(json.dumps(rows, indent=2) if args.json else render_status(rows))
+    state = StateStore(fleet.state_dir)
+    rows = status_rows(fleet, state)
+    print(
+        json.dumps(rows, indent=2)
+        if args.json
+        else "\n".join([render_status(rows), *rollout_lines(fleet, state)])
+    )
     return EXIT_OK if all(r["result"] == "ready" for r in rows) else EXIT_PROBLEMS
 
 

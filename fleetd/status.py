@@ -25,6 +25,7 @@ def status_rows(fleet: Fleet, state: StateStore) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "cluster": cluster.name,
+                    "wave": cluster.wave,
                     "sync": sync.name,
                     "revision": s.revision if s else None,
                     "result": s.result if s else "pending",
@@ -55,3 +56,14 @@ def render_status(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines += [f"{r['cluster']}/{r['sync']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines)
+
+
+def rollout_lines(fleet: Fleet, state: StateStore) -> list[str]:
+    """Where each rollout wave stands, when the fleet has more than one wave."""
+    waves = sorted({c.wave for c in fleet.clusters})
+    if len(waves) < 2:
+        return []
+    allowed = state.rollout()
+    held = " (held by an operator: fleetd rollout resume)" if state.flag("rollout_held") else ""
+    parts = [f"wave {w} at {(allowed.get(w) or '-')[:12]}" for w in waves]
+    return [f"rollout: {', '.join(parts)}{held}"]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fleetd.daemon import Daemon
+from fleetd.status import rollout_lines
 from fleetd.testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import (
@@ -144,6 +145,9 @@ async def test_a_wave_rollout_stops_at_a_failing_first_wave_and_continues_after_
         rollout = daemon.status_document()["rollout"]
         assert rollout["halted_at_wave"] == 0
         assert rollout["waves"] == {"0": second, "1": first, "2": first}
+        assert rollout_lines(daemon.fleet, daemon.state) == [
+            f"rollout: wave 0 at {second[:12]}, wave 1 at {first[:12]}, wave 2 at {first[:12]}"
+        ]
         assert await values(spokes, ns) == ["1", "1", "1"]
         assert daemon.workers[middle.name].statuses["r"].revision == first
 
