@@ -102,7 +102,7 @@ class Change:
 
 
 @dataclass(slots=True, kw_only=True)
-class _Plan:
+class Plan:
     desired: Desired
     resource: Resource
     live: dict[str, Any] | None
@@ -185,9 +185,9 @@ class Applier:
 
     async def _plan_all(
         self, desired: Iterable[Desired], force: bool
-    ) -> tuple[list[_Plan], list[BaseException]]:
-        results = await asyncio.gather(*(self._plan(d, force) for d in desired), return_exceptions=True)
-        plans = [r for r in results if isinstance(r, _Plan)]
+    ) -> tuple[list[Plan], list[BaseException]]:
+        results = await asyncio.gather(*(self.plan(d, force) for d in desired), return_exceptions=True)
+        plans = [r for r in results if isinstance(r, Plan)]
         errors = [r for r in results if isinstance(r, BaseException)]
         for e in errors:
             if not isinstance(e, ApplyError | KubeError):
@@ -196,16 +196,16 @@ class Applier:
 
     async def _plan_rest(
         self, rest: list[Desired], first: list[Desired], force: bool
-    ) -> tuple[list[_Plan], list[Desired], list[BaseException]]:
+    ) -> tuple[list[Plan], list[Desired], list[BaseException]]:
         """Plan stage two; objects waiting on this sync's own CRDs or Namespaces are deferred."""
-        created_kinds = {_crd_kind(d.obj) for d in first if d.ref.kind == "CustomResourceDefinition"}
+        created_kinds = {crd_kind(d.obj) for d in first if d.ref.kind == "CustomResourceDefinition"}
         created_ns = {d.ref.name for d in first if d.ref.kind == "Namespace"}
-        now = [d for d in rest if not _waits_on(d, created_kinds, created_ns)]
-        later = [d for d in rest if _waits_on(d, created_kinds, created_ns)]
+        now = [d for d in rest if not waits_on(d, created_kinds, created_ns)]
+        later = [d for d in rest if waits_on(d, created_kinds, created_ns)]
         plans, errors = await self._plan_all(now, force)
         return plans, later, errors
 
-    async def _plan(self, d: Desired, force: bool, adopt: bool = True) -> _Plan:
+    async def plan(self, d: Desired, force: bool, adopt: bool = True) -> Plan:
         try:
             resource = await self._discovery.resolve(d.obj["apiVersion"], d.obj["kind"])
         except UnknownKind as exc:
@@ -226,11 +226,11 @@ class Applier:
             except ApiError as exc:
                 raise ApplyError(d.ref, d.origin, exc.detail) from exc
         differs = live is None or _differs(dry, live)
-        return _Plan(desired=d, resource=resource, live=live, dry=dry, differs=differs)
+        return Plan(desired=d, resource=resource, live=live, dry=dry, differs=differs)
 
     def _immutable(
         self, d: Desired, resource: Resource, live: dict[str, Any] | None, exc: Invalid, force: bool
-    ) -> _Plan:
+    ) -> Plan:
         if live is None or "immutable" not in exc.api_message:
             raise ApplyError(d.ref, d.origin, exc.api_message) from exc
         if not force and annotations_of(d.obj).get(ANNOTATION_FORCE) != ENABLED:
@@ -240,7 +240,7 @@ class Applier:
                 f"{exc.api_message} — change it back, or let fleetd delete and recreate it: "
                 f"annotate the object {ANNOTATION_FORCE}: {ENABLED}, or set force = true on the sync",
             ) from exc
-        return _Plan(desired=d, resource=resource, live=live, dry=live, differs=True, recreate=True)
+        return Plan(desired=d, resource=resource, live=live, dry=live, differs=True, recreate=True)
 
     async def _get(self, path: str) -> dict[str, Any] | None:
         try:
@@ -273,14 +273,14 @@ class Applier:
 
     # -- writing -------------------------------------------------------------
 
-    async def _execute(self, plans: Sequence[_Plan]) -> list[Change]:
+    async def _execute(self, plans: Sequence[Plan]) -> list[Change]:
         results = await asyncio.gather(*(self._write(p) for p in plans), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise ApplyFailed(errors, applied=True)
         return [r for r in results if isinstance(r, Change)]
 
-    async def _write(self, plan: _Plan) -> Change:
+    async def _write(self, plan: Plan) -> Change:
         d, resource = plan.desired, plan.resource
         if not plan.differs:
             return Change(
@@ -308,7 +308,7 @@ class Applier:
     async def differs(self, desired: Desired) -> bool:
         """Would applying ``desired`` change the live object? (Reads and a dry run only; no adoption.)"""
         try:
-            plan = await self._plan(desired, force=True, adopt=False)
+            plan = await self.plan(desired, force=True, adopt=False)
         except ApplyError:
             return True
         return plan.differs
@@ -352,12 +352,12 @@ def _scoped(obj: dict[str, Any], resource: Resource) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-def _crd_kind(crd: dict[str, Any]) -> tuple[str, str]:
+def crd_kind(crd: dict[str, Any]) -> tuple[str, str]:
     spec = crd.get("spec") or {}
     return str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))
 
 
-def _waits_on(d: Desired, kinds: set[tuple[str, str]], namespaces: set[str]) -> bool:
+def waits_on(d: Desired, kinds: set[tuple[str, str]], namespaces: set[str]) -> bool:
     return (d.ref.group, d.ref.kind) in kinds or d.ref.namespace in namespaces
 
 

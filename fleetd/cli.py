@@ -16,9 +16,11 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fleetd import __version__, commands, logs
+from fleetd import diff as diff_command
 from fleetd.check import check_everything, render_secrets, render_table
 from fleetd.daemon import serve
 from fleetd.errors import InventoryError
@@ -67,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands.add_parsers(sub, _add_config)
+    diff = sub.add_parser(
+        "diff",
+        help="show what the daemon would change on a cluster (writes nothing)",
+        description="Fetch the source into a temporary directory, render the cluster's syncs as the daemon "
+        "does and compare them with the live objects by server-side dry run. Secret values are masked. "
+        "Works without a running daemon. Exit codes: 0 no change, 1 changes, 2 error.",
+    )
+    _add_config(diff)
+    diff.add_argument("cluster", metavar="CLUSTER", help="cluster name from the inventory")
+    diff.add_argument(
+        "sync", metavar="SYNC", nargs="?", help="only this sync (default: all of the cluster's)"
+    )
+    diff.add_argument("--json", action="store_true", help="print a JSON document instead of the report")
     sub.add_parser("version", help="print fleetd's version")
     return parser
 
@@ -143,9 +158,15 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["result"] == "ready" for r in rows) else EXIT_PROBLEMS
 
 
+def _diff(args: argparse.Namespace) -> int:
+    return asyncio.run(diff_command.run(args.config, args.cluster, args.sync, args.json))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"check": _check, "run": _run, "status": _status}
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "check": _check, "run": _run, "status": _status, "diff": _diff,
+    }  # fmt: skip
     handlers |= dict.fromkeys(("reconcile", "suspend", "resume", "rollout", "reload"), commands.run)
     if args.command == "version":
         print(f"fleetd {__version__}")

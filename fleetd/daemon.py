@@ -378,6 +378,8 @@ class Daemon:
         await self._restore_wave_snapshots()
         self.renders.evict_except(snapshot.revision)
         self._advance()
+        for worker in self.workers.values():  # a wave may already be at this revision (restart)
+            worker.wake()
 
     async def _restore_wave_snapshots(self) -> None:
         """After a restart, materialise the older revisions held-back waves still apply."""

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from fleetd.discovery import Discovery, UnknownKind
 from fleetd.kube import Conflict, KubeClient, NotFound
@@ -55,6 +55,16 @@ async def prune(
     return results
 
 
+def refuses(live: dict[str, Any], fleet: str, sync: str) -> Outcome | None:
+    """Why pruning must leave ``live`` alone (not this fleet's and sync's, or protected), or None."""
+    labels = labels_of(live)
+    if labels.get(LABEL_FLEET) != fleet or labels.get(LABEL_SYNC) != sync:
+        return "foreign"
+    if annotations_of(live).get(ANNOTATION_PRUNE) == DISABLED:
+        return "protected"
+    return None
+
+
 async def _prune_one(client: KubeClient, discovery: Discovery, entry: Entry, fleet: str, sync: str) -> Pruned:
     try:
         resource = await discovery.resolve(entry.api_version, entry.ref.kind)
@@ -62,11 +72,9 @@ async def _prune_one(client: KubeClient, discovery: Discovery, entry: Entry, fle
         live = await client.request("GET", path)
     except (UnknownKind, NotFound):
         return Pruned(ref=entry.ref, outcome="gone")
-    labels = labels_of(live)
-    if labels.get(LABEL_FLEET) != fleet or labels.get(LABEL_SYNC) != sync:
-        return Pruned(ref=entry.ref, outcome="foreign")
-    if annotations_of(live).get(ANNOTATION_PRUNE) == DISABLED:
-        return Pruned(ref=entry.ref, outcome="protected")
+    refusal = refuses(live, fleet, sync)
+    if refusal is not None:
+        return Pruned(ref=entry.ref, outcome=refusal)
     body = {
         "apiVersion": "v1",
         "kind": "DeleteOptions",

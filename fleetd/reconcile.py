@@ -134,23 +134,7 @@ def _failed(
 async def _reconcile(
     session: ClusterSession, sync: Sync, snapshot: Snapshot, full: bool, deadline: float
 ) -> tuple[int, list[Change], list[Pruned]]:
-    discovery = session.discovery
-    await discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
-
-    def cluster_scoped(api_version: str, kind: str) -> bool:
-        resource = discovery.known(api_version, kind)
-        return resource is not None and not resource.namespaced
-
-    rendered = await session.renders.get(
-        snapshot.root, snapshot.revision, sync.path, session.cluster.variables, sync.namespace,
-        cluster_scoped=cluster_scoped, decrypt=session.decrypt,
-    )  # fmt: skip
-    objs = [owned(r.obj, session.fleet, sync.name) for r in rendered.objects]
-    kept = keep_live_paths(sync, objs, await _hpa_targets(session, objs))
-    desired = [
-        Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj))
-        for obj, r in zip(objs, rendered.objects, strict=True)
-    ]
+    desired = await desired_objects(session, sync, snapshot)
     previous = await session.ledgers.read(sync.name) or session.state.ledger(session.cluster.name, sync.name)
     old_entries = previous.entries if previous else frozenset()
     known = {} if full else session.drift.known_good(sync.name)
@@ -187,6 +171,27 @@ async def _reconcile(
     return len(desired), changes, pruned
 
 
+async def desired_objects(session: ClusterSession, sync: Sync, snapshot: Snapshot) -> list[Desired]:
+    """What the applier gets for ``sync``: the shared render, ownership labels and keep-live paths."""
+    discovery = session.discovery
+    await discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
+
+    def cluster_scoped(api_version: str, kind: str) -> bool:
+        resource = discovery.known(api_version, kind)
+        return resource is not None and not resource.namespaced
+
+    rendered = await session.renders.get(
+        snapshot.root, snapshot.revision, sync.path, session.cluster.variables, sync.namespace,
+        cluster_scoped=cluster_scoped, decrypt=session.decrypt,
+    )  # fmt: skip
+    objs = [owned(r.obj, session.fleet, sync.name) for r in rendered.objects]
+    kept = keep_live_paths(sync, objs, await hpa_targets(session, objs))
+    return [
+        Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj))
+        for obj, r in zip(objs, rendered.objects, strict=True)
+    ]
+
+
 def health_targets(sync: Sync, entries: frozenset[Entry]) -> list[tuple[ObjRef, str]]:
     """The objects to wait for: every applied object, or those named by ``health_checks``."""
     if not sync.health_checks:
@@ -217,7 +222,7 @@ def _same(d: Desired, known: Managed | None) -> bool:
 HPA_PATH = "/apis/autoscaling/v2/horizontalpodautoscalers"
 
 
-async def _hpa_targets(session: ClusterSession, objs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+async def hpa_targets(session: ClusterSession, objs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """(namespace, kind, name) of every workload an HPA scales, live or about to be applied."""
     hpas = [o for o in objs if o.get("kind") == "HorizontalPodAutoscaler"]
     with contextlib.suppress(ApiError):  # no autoscaling/v2 here: nothing scales anything
@@ -231,7 +236,7 @@ async def _hpa_targets(session: ClusterSession, objs: list[dict[str, Any]]) -> s
 
 
 def keep_live_paths(
-    sync: Sync, objs: list[dict[str, Any]], hpa_targets: set[tuple[str, str, str]]
+    sync: Sync, objs: list[dict[str, Any]], scaled: set[tuple[str, str, str]]
 ) -> Callable[[dict[str, Any]], tuple[str, ...]]:
     """Per object, the JSON pointers whose live values fleetd keeps: ignore rules and HPA-owned replicas."""
 
@@ -244,7 +249,7 @@ def keep_live_paths(
             if rule.applies_to(group=ref.group, kind=ref.kind, name=ref.name, namespace=namespace)
             for p in rule.paths
         ]
-        if (namespace, ref.kind, ref.name) in hpa_targets:
+        if (namespace, ref.kind, ref.name) in scaled:
             paths.append("/spec/replicas")
         return tuple(dict.fromkeys(paths))
 

@@ -289,7 +289,9 @@ class ClusterWorker:
     async def _connect(self) -> ClusterSession:
         if self._session is None:
             client = await connect(self.cluster.name, self.cluster.kubeconfig, self.cluster.context)
-            session = _session(self.fleet, self.cluster, client, self._state, self._renders, self._on_drift)
+            session = new_session(
+                self.fleet, self.cluster, client, self._state, self._renders, self._on_drift
+            )
             session.decrypt = self._decrypt
             session.drift_task = asyncio.get_running_loop().create_task(
                 session.drift.run(), name=f"drift/{self.cluster.name}"
@@ -298,7 +300,7 @@ class ClusterWorker:
         return self._session
 
 
-def _session(
+def new_session(
     fleet: str,
     cluster: Cluster,
     client: KubeClient,

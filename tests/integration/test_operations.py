@@ -88,6 +88,15 @@ def test_cli_commands_act_on_the_running_daemon_and_logs_are_json_lines(
             for verb in ("hold", "promote", "resume"):
                 assert fleetd("rollout", verb, "--config", cfg).returncode == 0
             assert fleetd("reload", "--config", cfg).returncode == 0
+            same = fleetd("diff", spoke.name, "--config", cfg)
+            assert same.returncode == 0, same.stderr
+            assert "0 to create, 0 to change, 0 to prune" in same.stdout
+            repo.write({"k/cm.yaml": configmap("cm", ns, {"a": "2"})})
+            repo.commit("a change the daemon has not fetched yet (its interval is an hour)")
+            changed = fleetd("diff", spoke.name, "k", "--config", cfg)
+            assert changed.returncode == 1, changed.stderr
+            assert f"ConfigMap {ns}/cm" in changed.stdout
+            assert fleetd("diff", "no-such-cluster", "--config", cfg).returncode == 2
         finally:
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(20) == 0
