@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetd import control, web
+from fleetd import control, notify, web
 from fleetd.control import ControlError
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Decryption, Fleet, load_fleet
 from fleetd.metrics import FleetMetrics
+from fleetd.notify import Notifier
 from fleetd.render import Decrypt, RenderCache
 from fleetd.rollout import Rollout
 from fleetd.sops import KeyRing, SopsError, decrypt_bytes
@@ -69,6 +70,8 @@ class Daemon:
         self._stamp = inventory_stamp(fleet)
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._roots: list[asyncio.Task[None]] = []
+        self.notifier = Notifier.from_environ()
 
     @classmethod
     def from_config(cls, path: Path) -> Daemon:
@@ -151,7 +154,26 @@ class Daemon:
     # -- control ---------------------------------------------------------------
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self.notifier.stopping("stopping")
         self._stop.set()
+
+    def describe(self) -> str:
+        """One line for ``systemctl status``: revision, reachable clusters, ready syncs."""
+        current = self.source.current
+        if current is None:
+            return "waiting for the first fetch of the source"
+        reachable = sum(1 for w in self.workers.values() if w.reachable)
+        statuses = [w.statuses.get(s.name) for w in self.workers.values() for s in w.cluster.syncs]
+        ready = sum(1 for st in statuses if st is not None and st.result == "ready")
+        return (
+            f"revision {current.revision[:12]}; {reachable}/{len(self.workers)} clusters reachable; "
+            f"{ready}/{len(statuses)} syncs ready"
+        )
+
+    def healthy(self) -> bool:
+        """For the systemd watchdog: every root task still runs (the loop answering is implied)."""
+        return all(not t.done() for t in self._roots)
 
     async def stopping(self) -> None:
         """Return once a stop was asked for."""
@@ -242,10 +264,19 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(self._source_loop(), name="source")
-                tg.create_task(self._http(), name="http")
+                self._roots = [
+                    tg.create_task(self._source_loop(), name="source"),
+                    tg.create_task(self._reload_loop(), name="reload"),
+                ]
+                # These two may end early when their socket cannot be opened; they say why.
                 tg.create_task(self._control(), name="control")
-                tg.create_task(self._reload_loop(), name="reload")
+                tg.create_task(self._http(), name="http")
+                tg.create_task(
+                    notify.announce(
+                        self.notifier, started=self.started, describe=self.describe, healthy=self.healthy
+                    ),
+                    name="systemd",
+                )
                 for name in self.workers:
                     self._start_worker(name)
                 self.started.set()
@@ -289,6 +320,13 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Swap in the inventory on disk; keep the current one (and say why) if it is invalid."""
+        self.notifier.reloading("reloading the inventory")
+        try:
+            return await self._reload()
+        finally:
+            self.notifier.ready_after_reload(self.describe())
+
+    async def _reload(self) -> bool:
         self._stamp = inventory_stamp(self.fleet)
         try:
             new = await asyncio.to_thread(load_fleet, self.fleet.file)

@@ -155,7 +155,7 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_reloading_and_stopping(
 
 
 def _ready_status_and_watchdog(systemd: FakeSystemd, revision: str) -> None:
-    ready = systemd.wait_for(has("READY"), "READY=1")
+    ready = systemd.wait_for(has("READY"), "READY=1", timeout=30)
     before = systemd.snapshot()[: ready + 1]
     assert before[-1].fields.get("STATUS"), "READY=1 comes with a STATUS= line"
     assert not [m for m in before if {"RELOADING", "STOPPING"} & m.fields.keys()]

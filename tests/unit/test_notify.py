@@ -114,6 +114,11 @@ def test_a_newline_in_a_status_cannot_inject_another_assignment(listener: Listen
     assert "WATCHDOG" not in got.fields
 
 
+def test_text_that_is_not_valid_unicode_is_sent_with_replacement_characters(listener: Listener) -> None:
+    assert notifier_for(listener).status("cannot read /etc/fleetd/caf\udce9.toml")
+    assert listener.receive().lines == ["STATUS=cannot read /etc/fleetd/caf?.toml"]
+
+
 def test_a_status_longer_than_systemd_reads_is_shortened_not_dropped(listener: Listener) -> None:
     notifier_for(listener).ready("x" * 10_000)
     got = listener.receive()
@@ -241,7 +246,7 @@ def test_send_failures_never_raise_and_are_logged_once_until_sending_works_again
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert str(path) in warnings[0].getMessage()
-    assert "WATCHDOG=1 not sent" in warnings[0].getMessage()
+    assert "WATCHDOG not sent" in warnings[0].getMessage()
     listener = Listener(str(path))
     try:
         assert notifier.watchdog()
