@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests use: prometheus (with promtool) for the scrape test.
-SYSTEM_PACKAGES := prometheus
+# Debian packages the tests use: prometheus (with promtool) for the scrape test,
+# systemd (systemd-analyze) for the unit file checks.
+SYSTEM_PACKAGES := prometheus systemd
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -71,7 +71,7 @@ class Daemon:
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._roots: list[asyncio.Task[None]] = []
-        self.notifier = Notifier.from_environ()
+        self.notifier = Notifier(None)  # silent unless serve() (the real process) says otherwise
 
     @classmethod
     def from_config(cls, path: Path) -> Daemon:
@@ -504,6 +504,7 @@ async def serve(config: Path) -> int:
     except InventoryError as exc:
         log.error("the inventory is invalid:\n%s", exc)  # noqa: TRY400 - the problems are the message; no traceback
         return 2
+    daemon.notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
