@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps testbed lint typecheck unit test demo clean
+.PHONY: install system-deps testbed lint typecheck unit test demo arm64 arm64-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages the tests use: prometheus (with promtool) for the scrape test,
-# systemd (systemd-analyze) for the unit file checks.
-SYSTEM_PACKAGES := prometheus systemd
+# systemd (systemd-analyze) for the unit file checks, qemu-user-static and
+# debootstrap for the Raspberry Pi 5 check.
+SYSTEM_PACKAGES := prometheus systemd qemu-user-static debootstrap
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -40,13 +41,22 @@ typecheck: install
 unit: testbed
 	$(BIN)/pytest tests/unit -q
 
-# The whole suite: lint, types, unit and integration tests on the real test bed.
+# The whole suite: lint, types, unit and integration tests on the real test bed,
+# then the Raspberry Pi 5 bundle checked under qemu-aarch64.
 test: system-deps testbed lint typecheck
 	$(BIN)/pytest -q
+	arm64/check.sh
 
 # Two local spokes named like the example inventory, checked by fleetd.
 demo: testbed
 	$(BIN)/python -m fleetd.testbed demo
+
+# The Raspberry Pi 5 bundle (arm64/README.md): build it; check it under qemu-aarch64.
+arm64: install
+	arm64/build.sh
+
+arm64-check: install
+	arm64/check.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
