@@ -1,4 +1,4 @@
-"""The command line itself: version, help and usage errors (commands that need clusters are integration tests)."""
+"""The command line itself: version, help, usage errors (commands needing clusters are integration tests)."""
 
 from __future__ import annotations
 
