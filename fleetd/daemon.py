@@ -343,6 +343,18 @@ class Daemon:
         self.reloaded.set()
         return True
 
+    async def _prune_departed(self, worker: ClusterWorker) -> None:
+        name = worker.cluster.name
+        try:
+            async with asyncio.timeout(
+                max(s.timeout for s in worker.cluster.syncs) if worker.cluster.syncs else 60
+            ):
+                syncs = await worker.prune_everything()
+        except (FleetdError, TimeoutError) as exc:
+            log.error("cluster %s left the inventory but could not be pruned: %s", name, exc)  # noqa: TRY400
+            return
+        log.info("cluster %s left the inventory: pruned syncs %s", name, ", ".join(syncs) or "none")
+
     async def _apply_inventory(self, new: Fleet) -> None:
         old, self.fleet = self.fleet, new
         if (new.state_dir, new.listen_host, new.listen_port, new.name) != (
@@ -357,10 +369,12 @@ class Daemon:
             self.renders.clear()
         before = {c.name: c for c in old.clusters}
         after = {c.name: c for c in new.clusters}
-        for name in before.keys() - after.keys():  # removed: stop, leave its objects alone
+        for name in before.keys() - after.keys():  # removed: stop; its objects stay unless asked otherwise
             await self._stop_worker(name)
-            del self.workers[name]
+            worker = self.workers.pop(name)
             self.metrics.forget_cluster(name)
+            if new.prune_removed_clusters:
+                await self._prune_departed(worker)
         changed = [
             n for n in after if n not in before or after[n] != before[n] or new.decryption != old.decryption
         ]

@@ -283,9 +283,13 @@ async def _record(session: ClusterSession, sync: Sync, revision: str, entries: f
     session.state.save_ledger(session.cluster.name, ledger)
 
 
-async def prune_removed_syncs(session: ClusterSession) -> list[str]:
-    """Clean up syncs this fleet once applied to the cluster but no longer assigns to it."""
-    assigned = {s.name for s in session.cluster.syncs}
+async def prune_removed_syncs(session: ClusterSession, keep: set[str] | None = None) -> list[str]:
+    """Clean up syncs this fleet once applied to the cluster but no longer assigns to it.
+
+    ``keep``: the syncs to leave alone (default: those the cluster has); an empty
+    set cleans up everything this fleet applied there (a cluster leaving the fleet).
+    """
+    assigned = {s.name for s in session.cluster.syncs} if keep is None else keep
     removed = []
     for ledger in await session.ledgers.read_all():
         if ledger.sync in assigned:

@@ -122,6 +122,15 @@ class ClusterWorker:
         self._state.set_suspended(self.cluster.name, key, False)
         self.trigger(sync)
 
+    async def prune_everything(self) -> list[str]:
+        """Delete what this fleet applied to the cluster (it leaves the fleet); the worker must be stopped."""
+        client = await connect(self.cluster.name, self.cluster.kubeconfig, self.cluster.context)
+        session = new_session(self.fleet, self.cluster, client, self._state, self._renders, None)
+        try:
+            return await prune_removed_syncs(session, keep=set())
+        finally:
+            await client.close()
+
     def wake(self) -> None:
         """Re-evaluate what is due (e.g. a new revision arrived)."""
         self._wake.set()

@@ -49,7 +49,9 @@ from fleetd.inventory.model import (
 from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
 
 FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "webhooks", "defaults", "syncs"})
-FLEET_KEYS = frozenset({"name", "clusters_dir", "state_dir", "listen", "concurrency"})
+FLEET_KEYS = frozenset(
+    {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters"}
+)
 SOURCE_KEYS = frozenset({"url", "branch", "tag", "semver", "commit", "interval", "timeout", "auth"})
 AUTH_KEYS = frozenset({"ssh_key_file", "known_hosts_file", "token_file", "username"})
 DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary"})
@@ -163,6 +165,7 @@ class _FleetSettings:
     state_dir: Path
     listen: tuple[str, int]
     concurrency: int
+    prune_removed_clusters: bool
     source: GitSource
     decryption: Decryption
     webhooks: Webhooks
@@ -182,6 +185,7 @@ class _FleetSettings:
             listen_host=self.listen[0],
             listen_port=self.listen[1],
             concurrency=self.concurrency,
+            prune_removed_clusters=self.prune_removed_clusters,
             clusters=clusters,
             fleet_syncs=tuple(d.sync for d in self.syncs),
             warnings=tuple(warnings),
@@ -203,6 +207,7 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         state_dir=syntax.resolve_path(base, table.text("state_dir", syntax.nonempty) or DEFAULT_STATE_DIR),
         listen=_listen(table),
         concurrency=table.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1),
+        prune_removed_clusters=table.boolean("prune_removed_clusters", False),
         source=_read_source(_section(root, "source", SOURCE_KEYS), base),
         decryption=_read_decryption(root.table("decryption", DECRYPTION_KEYS), base),
         webhooks=_read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),

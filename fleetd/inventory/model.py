@@ -267,6 +267,8 @@ class Fleet:
     listen_port: int = DEFAULT_LISTEN_PORT
     concurrency: int = DEFAULT_CONCURRENCY
     """Most clusters reconciled at the same time."""
+    prune_removed_clusters: bool = False
+    """When a cluster leaves the inventory, prune what this fleet applied there (else leave it alone)."""
     clusters: tuple[Cluster, ...] = ()
     """Sorted by name."""
     fleet_syncs: tuple[Sync, ...] = ()

@@ -157,3 +157,32 @@ async def _is(value: Awaitable[str | None], expected: str) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_removed_cluster_is_pruned_when_the_fleet_asks_for_it(
+    spokes: list[Spoke], tmp_path: Path
+) -> None:
+    ns = unique("leaving")
+    repo = WorkRepo(tmp_path / "repo").write(
+        {"k/ns.yaml": namespace_doc(ns), "k/cm.yaml": configmap("cm", ns, {"a": "1"})}
+    )
+    repo.commit("leaving")
+    staying, leaving = spokes[0], spokes[2]
+    clusters = {s.name: s.kubeconfig for s in (staying, leaving)}
+    config = write_fleet(tmp_path, repo=repo.path, clusters=clusters, syncs=[{"name": "k", "path": "k"}])
+    config.write_text(config.read_text().replace("[fleet]\n", "[fleet]\nprune_removed_clusters = true\n", 1))
+
+    async def present(spoke: Spoke) -> bool:
+        return await get(spoke, f"/api/v1/namespaces/{ns}/configmaps/cm") is not None
+
+    async with running(config) as daemon:
+        await eventually(lambda: present(leaving), "applied to the cluster that will leave")
+        (config.parent / f"{leaving.name}.toml").unlink()
+
+        async def gone() -> bool:
+            return leaving.name not in daemon.workers and not await present(leaving)
+
+        await eventually(gone, "the departed cluster's objects pruned")
+        ledger = await get(leaving, f"/api/v1/namespaces/fleetd-system/configmaps/{daemon.fleet.name}.k")
+        assert ledger is None
+        assert await present(staying)
