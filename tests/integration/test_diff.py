@@ -202,7 +202,7 @@ async def test_a_sync_removed_from_the_cluster_shows_its_objects_as_would_prune(
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     if not SOPS.is_file():
-        pytest.skip(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+        pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
     return Keys(tmp_path_factory.mktemp("keys"))
 
 
