@@ -74,7 +74,6 @@ import hashlib
 import hmac
 import logging
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -89,6 +88,7 @@ from urllib.parse import urlsplit
 import pygit2
 from pygit2.enums import CredentialType, FileMode
 
+from fleetd.backoff import backoff
 from fleetd.errors import FleetdError
 from fleetd.inventory.model import GitAuth, GitSource, RefKind
 from fleetd.semver import Range, SemverError, best_match
@@ -342,7 +342,6 @@ class GitSourceFetcher:
         self._failures = 0
         self._next_attempt_at = 0.0
         self._lock = asyncio.Lock()
-        self._random = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._stale_locks_cleared = False
         self._pinned: frozenset[str] = frozenset()
 
@@ -437,7 +436,9 @@ class GitSourceFetcher:
     def _failed(self, error: SourceError) -> None:
         self._last_error = error
         self._failures += 1
-        self._next_attempt_at = time.monotonic() + backoff(self._failures, self._random)
+        self._next_attempt_at = time.monotonic() + backoff(
+            self._failures, base=BACKOFF_INITIAL, cap=BACKOFF_MAX
+        )
 
     async def _succeeded(self, snapshot: Snapshot) -> Snapshot:
         self._last_error = None
@@ -594,12 +595,6 @@ def _unknown_host(host: str, port: int, known_hosts: Path) -> str:
         f"host {host} port {port} has no entry in {known_hosts}; verify the server's key, then add it: "
         f"ssh-keyscan{option} {host} >> {known_hosts}"
     )
-
-
-def backoff(failures: int, rng: random.Random) -> float:
-    """Seconds to wait after `failures` failures in a row: exponential, capped, with jitter."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(failures - 1, 32))
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 class _CredentialsRefused(Exception):

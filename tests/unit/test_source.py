@@ -27,15 +27,16 @@ import pygit2
 import pytest
 from pygit2.enums import FileMode, ObjectType
 
+from fleetd.backoff import backoff
 from fleetd.inventory.model import GitAuth, GitRef, GitSource, RefKind
 from fleetd.source import (
+    BACKOFF_INITIAL,
     BACKOFF_MAX,
     AuthError,
     FetchError,
     GitSourceFetcher,
     RefNotFound,
     Snapshot,
-    backoff,
     keys_for_host,
     parse_known_hosts,
     redact,
@@ -256,7 +257,7 @@ class TestFailures:
 
     def test_backoff_grows_exponentially_with_jitter_up_to_a_cap(self) -> None:
         rng = random.Random(7)  # noqa: S311 - seeded, so the jitter is repeatable
-        delays = [backoff(n, rng) for n in range(1, 12)]
+        delays = [backoff(n, base=BACKOFF_INITIAL, cap=BACKOFF_MAX, rng=rng) for n in range(1, 12)]
         assert 2.5 <= delays[0] <= 5.0
         assert 20.0 <= delays[3] <= 40.0
         assert all(BACKOFF_MAX / 2 <= d <= BACKOFF_MAX for d in delays[7:])
