@@ -66,11 +66,12 @@ class ApplyError(FleetdError):
 class ApplyFailed(FleetdError):
     """Some objects failed; ``applied`` says whether any write happened before the failure."""
 
-    def __init__(self, errors: Sequence[BaseException], *, applied: bool) -> None:
+    def __init__(self, errors: Sequence[BaseException], *, changes: Sequence[Change] = ()) -> None:
+        self.errors, self.changes = list(errors), list(changes)
+        self.applied = any(c.action != "unchanged" for c in self.changes)
         lines = "\n".join(f"  {e}" for e in errors)
-        when = "after the prerequisites were applied" if applied else "nothing was applied"
+        when = "after other objects were applied" if self.applied else "nothing was applied"
         super().__init__(f"{len(errors)} object(s) failed ({when}):\n{lines}")
-        self.errors, self.applied = list(errors), applied
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,17 +169,18 @@ class Applier:
         plans1, errors = await self._plan_all(first, force)
         plans2, deferred, errors2 = await self._plan_rest(rest, first, force)
         if errors or errors2:
-            raise ApplyFailed([*errors, *errors2], applied=False)
-        changes = await self._execute(plans1)
+            raise ApplyFailed([*errors, *errors2])
+        changes: list[Change] = []
+        await self._execute(plans1, changes)
         await self._wait_prerequisites([p.desired for p in plans1], wait_timeout)
         if deferred:
             await self._discovery.refresh()
             more, errors = await self._plan_all(deferred, force)
             if errors:
-                raise ApplyFailed(errors, applied=any(c.action != "unchanged" for c in changes))
+                raise ApplyFailed(errors, changes=changes)
             plans2 = sorted([*plans2, *more], key=lambda p: apply_rank(p.desired.ref))
         for _, group in itertools.groupby(plans2, key=lambda p: apply_rank(p.desired.ref)[:2]):
-            changes += await self._execute(list(group))
+            await self._execute(list(group), changes)
         return changes
 
     # -- planning (reads and dry runs only) -------------------------------
@@ -273,12 +275,13 @@ class Applier:
 
     # -- writing -------------------------------------------------------------
 
-    async def _execute(self, plans: Sequence[Plan]) -> list[Change]:
+    async def _execute(self, plans: Sequence[Plan], done: list[Change]) -> None:
+        """Write ``plans`` concurrently, adding what succeeded to ``done``; raise if any failed."""
         results = await asyncio.gather(*(self._write(p) for p in plans), return_exceptions=True)
+        done += [r for r in results if isinstance(r, Change)]
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            raise ApplyFailed(errors, applied=True)
-        return [r for r in results if isinstance(r, Change)]
+            raise ApplyFailed(errors, changes=done)
 
     async def _write(self, plan: Plan) -> Change:
         d, resource = plan.desired, plan.resource

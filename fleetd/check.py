@@ -33,14 +33,12 @@ from fleetd.daemon import decryptor
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet
 from fleetd.kube import KubeClient, KubeError, connect
+from fleetd.ledger import SYSTEM_NAMESPACE
 from fleetd.render import Decrypt, RenderError, sync_files
 from fleetd.secretscan import NO_KEYS, TRUNCATED, encrypted_format, failure_text, is_truncated
 from fleetd.sops import Format, NoKeysConfigured, SopsError, WrongKey
 from fleetd.sops.tree import load as load_sops
 from fleetd.source import GitSourceFetcher, Snapshot, SourceError, remove_tree
-
-#: Namespace where fleetd keeps its per-sync inventories in each spoke.
-SYSTEM_NAMESPACE = "fleetd-system"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -144,7 +144,8 @@ async def _reconcile(
         changes = await session.applier.apply(fresh, wait_timeout=sync.timeout, force=sync.force)
     except ApplyFailed as exc:
         if exc.applied:  # remember what was written so a later prune can find it
-            await _record(session, sync, snapshot.revision, old_entries | _entries_of(desired))
+            written = frozenset(Entry(c.ref, c.version) for c in exc.changes)
+            await _record(session, sync, snapshot.revision, old_entries | written)
         raise
     current = frozenset(Entry(c.ref, c.version) for c in changes) | {
         Entry(m.desired.ref, m.resource.version) for m in unchanged
@@ -254,14 +255,6 @@ def keep_live_paths(
         return tuple(dict.fromkeys(paths))
 
     return kept
-
-
-def _entries_of(desired: list[Desired]) -> frozenset[Entry]:
-    out = set()
-    for d in desired:
-        version = str(d.obj["apiVersion"]).rpartition("/")[2]
-        out.add(Entry(d.ref, version))
-    return frozenset(out)
 
 
 def _stale(old: frozenset[Entry], current: frozenset[Entry]) -> frozenset[Entry]:
