@@ -34,6 +34,7 @@ from fleetd.rollout import Rollout
 from fleetd.sops import KeyRing, SopsError, decrypt_bytes
 from fleetd.source import GitSourceFetcher, Snapshot, SourceError, redact
 from fleetd.state import StateStore, SyncStatus
+from fleetd.status import sync_fields
 from fleetd.worker import ClusterWorker
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,11 @@ class Daemon:
     def _cluster_document(self, name: str, worker: ClusterWorker) -> dict[str, Any]:
         drift = worker.drift
         syncs = [
-            _status_entry(worker.statuses.get(s.name), s.name, drift.drifted_count(s.name) if drift else 0)
+            {
+                "name": s.name,
+                **sync_fields(worker.statuses.get(s.name)),
+                "drifted": drift.drifted_count(s.name) if drift else 0,
+            }
             for s in worker.cluster.syncs
         ]
         snapshot = self._snapshot_for(name)
@@ -473,23 +478,6 @@ def decryptor(decryption: Decryption) -> Decrypt | None:
 
 
 # -- what the HTTP server shows (web.FleetView) ----------------------------------------
-
-
-def _status_entry(status: SyncStatus | None, name: str, drifted: int) -> dict[str, Any]:
-    if status is None:
-        return {
-            "name": name,
-            "result": "pending",
-            "revision": None,
-            "objects": 0,
-            "drifted": 0,
-            "error": None,
-        }
-    return {
-        "name": name, "revision": status.revision, "result": status.result, "objects": status.objects,
-        "drifted": drifted, "error": status.error, "attempted_at": status.attempted_at,
-        "succeeded_at": status.succeeded_at,
-    }  # fmt: skip
 
 
 def inventory_stamp(fleet: Fleet) -> tuple[tuple[str, int, int], ...]:

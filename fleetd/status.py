@@ -12,32 +12,31 @@ from typing import Any
 
 from fleetd.durations import format_duration
 from fleetd.inventory import Fleet
-from fleetd.state import StateStore
+from fleetd.state import StateStore, SyncStatus
+
+
+def sync_fields(status: SyncStatus | None) -> dict[str, Any]:
+    """What a sync's last status says, for tables and JSON (``pending`` when it never ran)."""
+    return {
+        "revision": status.revision if status else None,
+        "result": status.result if status else "pending",
+        "objects": status.objects if status else 0,
+        "changed": status.changed if status else 0,
+        "pruned": status.pruned if status else 0,
+        "error": status.error if status else None,
+        "attempted_at": status.attempted_at if status else None,
+        "succeeded_at": status.succeeded_at if status else None,
+    }
 
 
 def status_rows(fleet: Fleet, state: StateStore) -> list[dict[str, Any]]:
     """One row per (cluster, sync) of the inventory, with its last known status."""
     known = {(s.cluster, s.sync): s for s in state.statuses()}
-    rows = []
-    for cluster in fleet.clusters:
-        for sync in cluster.syncs:
-            s = known.get((cluster.name, sync.name))
-            rows.append(
-                {
-                    "cluster": cluster.name,
-                    "wave": cluster.wave,
-                    "sync": sync.name,
-                    "revision": s.revision if s else None,
-                    "result": s.result if s else "pending",
-                    "objects": s.objects if s else 0,
-                    "changed": s.changed if s else 0,
-                    "pruned": s.pruned if s else 0,
-                    "error": s.error if s else None,
-                    "attempted_at": s.attempted_at if s else None,
-                    "succeeded_at": s.succeeded_at if s else None,
-                }
-            )
-    return rows
+    return [
+        {"cluster": c.name, "wave": c.wave, "sync": s.name, **sync_fields(known.get((c.name, s.name)))}
+        for c in fleet.clusters
+        for s in c.syncs
+    ]
 
 
 def _age(timestamp: float | None) -> str:
