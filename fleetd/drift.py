@@ -235,10 +235,7 @@ class DriftTracker:
         self._observe(ref, None if kind == "DELETED" else obj)
 
     async def _on_list(self, resource: Resource, items: list[dict[str, Any]]) -> None:
-        api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
-        # Items of a list carry no apiVersion and kind: restore them before naming the objects.
-        filled = [{**o, "apiVersion": api_version, "kind": resource.kind} for o in items]
-        present = {ref_of(o): o for o in filled}
+        present = {ref_of(o): o for o in items}
         for ref, item in list(self.managed.items()):
             if _key(item.resource) == _key(resource):
                 self._observe(ref, present.get(ref))

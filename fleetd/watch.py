@@ -91,7 +91,13 @@ class ResourceWatch:
             "GET", self.resource.path(), query={"labelSelector": self.selector}
         )
         self._version = str(listed["metadata"]["resourceVersion"])
-        await self._on_list(list(listed.get("items") or []))
+        # Items of a list carry no apiVersion and kind (watch events do): restore them, so
+        # handlers see the same complete objects either way.
+        r = self.resource
+        api_version = f"{r.group}/{r.version}" if r.group else r.version
+        await self._on_list(
+            [{**o, "apiVersion": api_version, "kind": r.kind} for o in listed.get("items") or []]
+        )
 
     async def _watch(self) -> None:
         query = [

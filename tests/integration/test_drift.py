@@ -234,3 +234,17 @@ async def test_hpa_owned_replicas_and_ignored_paths_are_not_drift(
             lambda: _true(drift.corrections[("apps", "ConfigMap")] == 1),
             "a field that is not ignored is corrected",
         )
+
+
+async def test_a_converged_watched_sync_sends_no_requests(spokes: list[Spoke], tmp_path: Path) -> None:
+    spoke = spokes[0]
+    config, _, rev = await start(tmp_path, spoke, "correct")
+    async with running(config) as daemon:
+        await ready(daemon, spoke, rev)
+        worker = daemon.workers[spoke.name]
+        before = worker.request_totals()
+        await asyncio.sleep(
+            2.0
+        )  # an absence is asserted over a window: a watch start must not re-check objects
+        assert worker.request_totals() == before
+        assert sum(tracker(daemon, spoke).events.values()) == 0
