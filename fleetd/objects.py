@@ -131,10 +131,6 @@ def ref_of(obj: dict[str, Any]) -> ObjRef:
     )
 
 
-def entry_of(obj: dict[str, Any]) -> Entry:
-    return Entry(ref_of(obj), split_api_version(str(obj["apiVersion"]))[1])
-
-
 def is_prerequisite(ref: ObjRef) -> bool:
     return ref.group in BUILTIN_GROUPS and ref.kind in PREREQUISITE_KINDS and not ref.namespace
 

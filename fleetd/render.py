@@ -76,7 +76,7 @@ SOPS
 Results are shared, so they are read-only by contract: `RenderResult` and
 `Rendered` are frozen, but the objects are plain dicts (cheap, and what a
 Kubernetes client wants). Consumers that change an object deep-copy it first
-(`Rendered.copy_obj`). Hooks (``cluster_scoped``, ``decrypt``) are called
+(`copy.deepcopy`). Hooks (``cluster_scoped``, ``decrypt``) are called
 from a worker thread and must be thread-safe.
 """
 
@@ -183,7 +183,7 @@ class RenderError(FleetdError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rendered:
-    """One object and where it came from. `obj` is shared: do not mutate it (see `copy_obj`)."""
+    """One object and where it came from. `obj` is shared: deep-copy it before changing it."""
 
     obj: dict[str, Any]
     file: str
@@ -202,10 +202,6 @@ class Rendered:
         """``file (document N[, item M])`` for messages."""
         item = f", item {self.item}" if self.item is not None else ""
         return f"{self.file} (document {self.document}{item})"
-
-    def copy_obj(self) -> dict[str, Any]:
-        """A deep copy of `obj` that the caller may change."""
-        return copy.deepcopy(self.obj)
 
     def error(self, message: str) -> RenderError:
         """A RenderError located at this object."""

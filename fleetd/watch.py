@@ -52,8 +52,6 @@ class ResourceWatch:
         self._on_event, self._on_list = on_event, on_list
         self._watch_seconds = watch_seconds
         self.synced = asyncio.Event()
-        self.relists = 0
-        self.reconnects = 0
         self._version: str | None = None
 
     @property
@@ -71,11 +69,9 @@ class ResourceWatch:
                 failures = 0
             except Gone:
                 self._version = None  # compacted: list again
-                self.relists += 1
             except KubeError as exc:
                 self.synced.clear()
                 failures += 1
-                self.reconnects += 1
                 delay = backoff(failures)
                 log.warning(
                     "cluster %s: watch %s failed (%s); retrying in %.1fs",
