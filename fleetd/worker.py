@@ -171,7 +171,8 @@ class ClusterWorker:
         self._forced -= {s.name for s in due}
         try:
             session = await self._connect()
-            await session.client.version()
+            if not all(self._watched_and_current(session, s, snapshot) for s in due):
+                await session.client.version()  # reachable? (the watches already say so for vouched syncs)
         except KubeError as exc:
             self._unreachable(due, snapshot, exc)
             return
@@ -182,9 +183,10 @@ class ClusterWorker:
                 status = await self._run_sync(session, sync, snapshot)
                 self._set_status(status)
                 failed |= status.result == "failed"
-            with contextlib.suppress(KubeError):
-                await prune_removed_syncs(session)
-                self._orphans = set()
+            if self._orphans:  # found when the worker started: syncs this cluster no longer has
+                with contextlib.suppress(KubeError):
+                    await prune_removed_syncs(session)
+                    self._orphans = set()
         self._failures = self._failures + 1 if failed else 0
         self._retry_at = time.time() + backoff(self._failures) if failed else 0.0
 

@@ -236,9 +236,11 @@ async def test_hpa_owned_replicas_and_ignored_paths_are_not_drift(
         )
 
 
-async def test_a_converged_watched_sync_sends_no_requests(spokes: list[Spoke], tmp_path: Path) -> None:
+async def test_a_converged_watched_sync_sends_no_requests_even_when_its_interval_passes(
+    spokes: list[Spoke], tmp_path: Path
+) -> None:
     spoke = spokes[0]
-    config, _, rev = await start(tmp_path, spoke, "correct")
+    config, _, rev = await start(tmp_path, spoke, "correct", {"interval": "1s"})
     async with running(config) as daemon:
         await ready(daemon, spoke, rev)
         worker = daemon.workers[spoke.name]
