@@ -29,11 +29,11 @@ system-deps:
 
 # Builds etcd, kube-apiserver & co. from Go modules once; cached outside the repo.
 testbed: install
-	$(BIN)/python -m fleetd.testbed build
+	$(BIN)/python -m testbed build
 
 lint: install
-	$(BIN)/ruff check fleetd tests bench
-	$(BIN)/ruff format --check fleetd tests bench
+	$(BIN)/ruff check fleetd tests bench testbed
+	$(BIN)/ruff format --check fleetd tests bench testbed
 
 typecheck: install
 	$(BIN)/mypy
@@ -49,7 +49,7 @@ test: system-deps testbed lint typecheck
 
 # Two local spokes named like the example inventory, checked by fleetd.
 demo: testbed
-	$(BIN)/python -m fleetd.testbed demo
+	$(BIN)/python -m testbed demo
 
 # The Raspberry Pi 5 bundle (arm64/README.md): build it; check it under qemu-aarch64.
 arm64: install

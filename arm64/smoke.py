@@ -35,7 +35,7 @@ def check(name: str, func: Callable[[], str]) -> None:
     print(f"smoke: ok  {name} ({time.perf_counter() - start:.2f}s) {detail}")
 
 
-# fleetd.cli is the whole command line, as `fleetd` starts it.
+# fleetd.cli.main is the whole command line, as `fleetd` starts it.
 MODULES = [
     "aiohttp",
     "cryptography",
@@ -46,7 +46,7 @@ MODULES = [
     "pygit2",
     "pyrage",
     "yaml",
-    "fleetd.cli",
+    "fleetd.cli.main",
 ]
 
 

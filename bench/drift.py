@@ -34,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reconcile import manifests
-from fleetd.daemon import Daemon
-from fleetd.testbed.bed import Spoke, TestBed
+from fleetd.daemon.root import Daemon
+from testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, write_fleet
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetd.daemon import Daemon
-from fleetd.state import SyncStatus
-from fleetd.testbed.bed import TestBed
+from fleetd.daemon.root import Daemon
+from fleetd.daemon.store import SyncStatus
+from testbed.bed import TestBed
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, deployment, namespace_doc, write_fleet
 

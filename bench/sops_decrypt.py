@@ -1,4 +1,4 @@
-"""Benchmark: decrypt SOPS secrets natively (fleetd.sops) vs with the sops binary.
+"""Benchmark: decrypt SOPS secrets natively (fleetd.secrets.sops) vs with the sops binary.
 
 Workload (defaults): 500 Kubernetes Secret manifests in YAML, 8 ``stringData``
 entries each, encrypted by the real sops binary (the test bed's build) for one
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyrage
 
 from fleetd.inventory.model import Decryption
-from fleetd.sops import KeyRing, decrypt
-from fleetd.testbed.build import toolset
+from fleetd.secrets.sops import KeyRing, decrypt
+from testbed.build import toolset
 
 MODES = ("native", "binary")
 

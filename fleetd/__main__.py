@@ -1,5 +1,5 @@
 """``python -m fleetd`` is the ``fleetd`` command."""
 
-from fleetd.cli import main
+from fleetd.cli.main import main
 
 raise SystemExit(main())

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetd.testbed.bed import Spoke, TestBed
+from testbed.bed import Spoke, TestBed
+from testbed.build import put_tools_on_path
+
+put_tools_on_path()  # fleetd finds sops and kustomize on PATH, as on a hub
 
 SPOKES = ("spoke-a", "spoke-b", "spoke-c")
 _spare_names = (f"spare-{i}" for i in itertools.count(1))

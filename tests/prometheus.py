@@ -2,7 +2,7 @@
 
 Started from the Debian ``prometheus`` binary on a free loopback port, with
 a generated configuration and its own storage directory; it dies with the
-test process (see `fleetd.testbed.processes`). Queries are async because
+test process (see `testbed.processes`). Queries are async because
 the server under test usually runs on the test's own event loop, which a
 blocking HTTP call would stall.
 
@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from fleetd.testbed.processes import Process, free_port
+from testbed.processes import Process, free_port
 
 INSTALL_HINT = "run `apt-get install prometheus` (the Debian package gives prometheus and promtool)"
 

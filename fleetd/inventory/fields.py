@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from fleetd.durations import DurationError, parse_duration
 from fleetd.errors import Problem
 from fleetd.inventory.locate import KeyPath, LineIndex, render_key
 from fleetd.inventory.syntax import Check
+from fleetd.util.durations import DurationError, parse_duration
 
 T = TypeVar("T")
 

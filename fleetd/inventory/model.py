@@ -153,7 +153,7 @@ class GitRef:
 
     kind: RefKind
     value: str
-    """Branch or tag name, semver range text (valid for `fleetd.semver.Range`), or lowercase hex."""
+    """Branch or tag name, semver range text (valid for `fleetd.util.semver.Range`), or lowercase hex."""
 
     def __str__(self) -> str:
         return f"{self.kind} {self.value}"

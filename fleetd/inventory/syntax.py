@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from fleetd.semver import Range, SemverError
+from fleetd.util.semver import Range, SemverError
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -115,7 +115,7 @@ def commit_hash(value: str) -> str | None:
 
 
 def semver_range(value: str) -> str | None:
-    """A range `fleetd.semver.Range` accepts."""
+    """A range `fleetd.util.semver.Range` accepts."""
     try:
         Range.parse(value)
     except SemverError as error:

@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fleetd.daemon import Daemon
-from fleetd.testbed.bed import Spoke
-from fleetd.testbed.processes import free_port
+from fleetd.daemon.root import Daemon
+from testbed.bed import Spoke
+from testbed.processes import free_port
 
 
 def unique(prefix: str) -> str:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from fleetd.apply import Applier, ApplyFailed, Desired
-from fleetd.discovery import Discovery
-from fleetd.kube import connect
-from fleetd.testbed.bed import Spoke
+from fleetd.kube.client import connect
+from fleetd.kube.discovery import Discovery
+from fleetd.reconcile.apply import Applier, ApplyFailed, Desired
+from testbed.bed import Spoke
 from tests.integration.fleet import unique
 
 pytestmark = pytest.mark.testbed

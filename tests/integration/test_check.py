@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetd.testbed.bed import Spoke, TestBed
+from testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo
 from tests.integration.test_secrets import ONLY_DATA, SOPS, Keys
 
@@ -115,7 +115,7 @@ PASSWORD = "check-never-prints-this-3e9a"
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     if not SOPS.is_file():
-        pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+        pytest.fail(f"sops is not built at {SOPS}: run `python -m testbed build`")
     return Keys(tmp_path_factory.mktemp("keys"))
 
 

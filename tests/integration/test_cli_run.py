@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.daemon import SHUTDOWN_TIMEOUT
-from fleetd.testbed.bed import Spoke
+from fleetd.daemon.root import SHUTDOWN_TIMEOUT
+from testbed.bed import Spoke
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, namespace_doc, unique, write_fleet
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.testbed.build import cache_root
+from testbed.build import cache_root
 
 pytestmark = pytest.mark.testbed
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_demo_reconciles_the_example_repository_onto_both_home_lab_spokes(tmp_path: Path) -> None:
     # A private HOME keeps the demo's kubeconfigs and state away from the user's own demo.
     env = {**os.environ, "HOME": str(tmp_path), "FLEETD_TESTBED_CACHE": str(cache_root())}
-    argv = [sys.executable, "-m", "fleetd.testbed", "demo", "--no-hold", "--config", "clusters/fleetd.toml"]
+    argv = [sys.executable, "-m", "testbed", "demo", "--no-hold", "--config", "clusters/fleetd.toml"]
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     status = result.stdout[result.stdout.index("$ fleetd status") :]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetd.diff import run
-from fleetd.ledger import SYSTEM_NAMESPACE
-from fleetd.testbed.bed import Spoke, TestBed
+from fleetd.reconcile.diff import run
+from fleetd.reconcile.ledger import SYSTEM_NAMESPACE
+from testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, deployment, get, namespace_doc, running, unique, write_fleet
 from tests.integration.test_secrets import ONLY_DATA, SOPS, Keys
@@ -202,7 +202,7 @@ async def test_a_sync_removed_from_the_cluster_shows_its_objects_as_would_prune(
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     if not SOPS.is_file():
-        pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+        pytest.fail(f"sops is not built at {SOPS}: run `python -m testbed build`")
     return Keys(tmp_path_factory.mktemp("keys"))
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from fleetd.daemon import Daemon
-from fleetd.drift import DriftTracker
-from fleetd.testbed.bed import Spoke
-from fleetd.testbed.build import toolset
+from fleetd.daemon.root import Daemon
+from fleetd.reconcile.drift import DriftTracker
+from testbed.bed import Spoke
+from testbed.build import toolset
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import (
     configmap,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from fleetd.discovery import Discovery
-from fleetd.health import Health, HealthFailed, HealthTimeout, wait_healthy
-from fleetd.kube import KubeClient, connect
-from fleetd.objects import ObjRef
-from fleetd.testbed.bed import Spoke, TestBed
+from fleetd.kube.client import KubeClient, connect
+from fleetd.kube.discovery import Discovery
+from fleetd.kube.objects import ObjRef
+from fleetd.reconcile.health import Health, HealthFailed, HealthTimeout, wait_healthy
+from testbed.bed import Spoke, TestBed
 from tests.integration.fleet import eventually, get, put, unique
 
 pytestmark = [pytest.mark.testbed, pytest.mark.timeout(60)]

@@ -6,7 +6,7 @@ every second; ``WATCHDOG_PID`` unset, so the watchdog is the daemon's), and
 reads every datagram with the sender's PID from the kernel, as systemd does
 for ``NotifyAccess=main``.
 
-The contract (fleetd.notify plus the daemon's wiring):
+The contract (fleetd.daemon.systemd plus the daemon's wiring):
 
 * ``READY=1`` with a ``STATUS=`` once the inventory is loaded and the root
   tasks run; ``STATUS=`` lines after it, one naming the current revision
@@ -38,8 +38,8 @@ from types import TracebackType
 
 import pytest
 
-from fleetd.daemon import SHUTDOWN_TIMEOUT
-from fleetd.testbed.bed import Spoke
+from fleetd.daemon.root import SHUTDOWN_TIMEOUT
+from testbed.bed import Spoke
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, namespace_doc, unique, write_fleet
 

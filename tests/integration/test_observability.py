@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetd.daemon import Daemon
-from fleetd.testbed.bed import Spoke
-from fleetd.testbed.build import toolset
+from fleetd.daemon.root import Daemon
+from testbed.bed import Spoke
+from testbed.build import toolset
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, eventually, get, namespace_doc, running, unique, write_fleet
 from tests.prometheus import running_prometheus

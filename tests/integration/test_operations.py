@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.testbed.bed import Spoke
+from testbed.bed import Spoke
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, eventually, get, namespace_doc, running, unique, write_fleet
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fleetd.daemon import Daemon
-from fleetd.status import rollout_lines
-from fleetd.testbed.bed import Spoke, TestBed
+from fleetd.daemon.root import Daemon
+from fleetd.daemon.status import rollout_lines
+from testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import (
     configmap,

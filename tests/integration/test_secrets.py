@@ -25,9 +25,9 @@ import pyrage
 import pytest
 import yaml
 
-from fleetd.daemon import Daemon
-from fleetd.testbed.bed import Spoke
-from fleetd.testbed.build import toolset
+from fleetd.daemon.root import Daemon
+from testbed.bed import Spoke
+from testbed.build import toolset
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, eventually, get, running, write_fleet
 
@@ -69,7 +69,7 @@ class Keys:
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     if not SOPS.is_file():
-        pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+        pytest.fail(f"sops is not built at {SOPS}: run `python -m testbed build`")
     return Keys(tmp_path_factory.mktemp("keys"))
 
 

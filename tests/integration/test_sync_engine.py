@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from fleetd.daemon import Daemon
-from fleetd.ledger import SYSTEM_NAMESPACE
-from fleetd.objects import LABEL_SYNC
-from fleetd.testbed.bed import Spoke, TestBed
-from fleetd.testbed.build import toolset
+from fleetd.daemon.root import Daemon
+from fleetd.kube.objects import LABEL_SYNC
+from fleetd.reconcile.ledger import SYSTEM_NAMESPACE
+from testbed.bed import Spoke, TestBed
+from testbed.build import toolset
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import (
     configmap,

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from fleetd.kube import Forbidden, KubeClient, Unreachable, connect
-from fleetd.testbed.bed import Spoke, TestBed
+from fleetd.kube.client import Forbidden, KubeClient, Unreachable, connect
+from testbed.bed import Spoke, TestBed
 
 pytestmark = pytest.mark.testbed
 

@@ -21,10 +21,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetd.metrics import CONTENT_TYPE, FleetMetrics
-from fleetd.testbed.processes import free_port
-from fleetd.web import MAX_BODY, SHUTDOWN_TIMEOUT, ListenError, load_secrets, make_app, serve
-from fleetd.webhooks import (
+from fleetd.api.http import MAX_BODY, SHUTDOWN_TIMEOUT, ListenError, load_secrets, make_app, serve
+from fleetd.api.metrics import CONTENT_TYPE, FleetMetrics
+from fleetd.api.webhooks import (
     GENERIC_SIGNATURE,
     GITHUB_EVENT,
     GITHUB_SIGNATURE,
@@ -32,6 +31,7 @@ from fleetd.webhooks import (
     WebhookSecretError,
     sign,
 )
+from testbed.processes import free_port
 from tests.prometheus import running_prometheus
 
 pytestmark = pytest.mark.timeout(60)
@@ -231,7 +231,7 @@ async def test_neither_secrets_nor_signatures_appear_in_logs(
     ]
     for receiver, body, headers in calls:
         await hub.hook(receiver, body, headers)
-    outcomes = [r for r in caplog.records if r.name == "fleetd.web" and "webhook" in r.getMessage()]
+    outcomes = [r for r in caplog.records if r.name == "fleetd.api.http" and "webhook" in r.getMessage()]
     assert len(outcomes) == len(calls)  # one line per outcome
     signatures = [h[GITHUB_SIGNATURE] for _, _, h in calls if GITHUB_SIGNATURE in h]
     for forbidden in (GITHUB_SECRET, GENERIC_SECRET, "not-the-secret", *(s[7:] for s in signatures)):

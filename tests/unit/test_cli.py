@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetd import __version__
-from fleetd.cli import main
+from fleetd.cli.main import main
 
 
 def test_version_subcommand_and_flag_print_the_version(capsys: pytest.CaptureFixture[str]) -> None:

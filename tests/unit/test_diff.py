@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from fleetd.apply import Desired
-from fleetd.diff import (
+from fleetd.kube.objects import ObjRef
+from fleetd.reconcile.apply import Desired
+from fleetd.reconcile.diff import (
     MASK,
     MASK_CHANGED,
     DiffReport,
@@ -24,7 +25,6 @@ from fleetd.diff import (
     scrub,
     taken_over,
 )
-from fleetd.objects import ObjRef
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.durations import DurationError, format_duration, parse_duration
+from fleetd.util.durations import DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

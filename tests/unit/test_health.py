@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from fleetd.health import Health, HealthFailed, HealthTimeout, assess, label_of
-from fleetd.objects import ObjRef
+from fleetd.kube.objects import ObjRef
+from fleetd.reconcile.health import Health, HealthFailed, HealthTimeout, assess, label_of
 
 T0, T1 = "2026-11-22T04:25:56Z", "2026-11-22T04:26:02Z"
 

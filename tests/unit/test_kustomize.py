@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
-from fleetd import kustomize
-from fleetd.kustomize import KustomizeError, build, environment, find_binary, is_remote
-from fleetd.sops import MacMismatch
-from fleetd.testbed.build import toolset
+from fleetd.render.kustomize import KustomizeError, build, environment, find_binary, is_remote
+from fleetd.render import kustomize
+from fleetd.secrets.sops import MacMismatch
+from testbed.build import toolset
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(10)
 @pytest.fixture(scope="session")
 def kustomize_bin() -> Path:
     path = toolset().path("kustomize")
-    assert path.is_file(), "build the test bed first: python -m fleetd.testbed build"
+    assert path.is_file(), "build the test bed first: python -m testbed build"
     return path
 
 

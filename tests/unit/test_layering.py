@@ -17,22 +17,31 @@ PACKAGE = Path(__file__).resolve().parents[2] / "fleetd"
 
 #: library -> the only modules (paths relative to fleetd/) allowed to import it.
 DOORS = {
-    "kubernetes_asyncio": {"kube.py"},
-    "pygit2": {"source.py"},
-    "pyrage": {"sops/keys.py"},
-    "gnupg": {"sops/keys.py"},
-    "prometheus_client": {"metrics.py"},
-    "subprocess": {
-        "kustomize.py",
-        "sops/binary.py",
-        "testbed/build.py",
-        "testbed/demo.py",
-        "testbed/processes.py",
-    },
-    "aiohttp": {"kube.py", "web.py", "control.py"},
+    "kubernetes_asyncio": {"kube/client.py"},
+    "pygit2": {"source/git.py"},
+    "pyrage": {"secrets/keys.py"},
+    "gnupg": {"secrets/keys.py"},
+    "prometheus_client": {"api/metrics.py"},
+    "yaml": {"util/yamldoc.py"},
+    "subprocess": {"render/kustomize.py", "secrets/binary.py"},
+    "aiohttp": {"kube/client.py", "api/http.py", "api/control.py"},
 }
-#: Engine modules may reach the test bed only where documented (a development fallback).
-TESTBED_ALLOWED = {"kustomize.py"}
+#: The composition root wires every stage together, the HTTP surface included.
+COMPOSITION_ROOT = {"daemon/root.py"}
+#: Pipeline order: a package may import only from packages before it (and from itself).
+PIPELINE = [
+    "util",
+    "errors",
+    "inventory",
+    "source",
+    "secrets",
+    "render",
+    "kube",
+    "reconcile",
+    "daemon",
+    "api",
+    "cli",
+]
 
 
 def imports(path: Path) -> set[str]:
@@ -59,8 +68,32 @@ def test_third_party_libraries_enter_only_through_their_module(module: str) -> N
             assert module in doors, f"{module} imports {library}; only {sorted(doors)} may"
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if not m.startswith("testbed/")])
+@pytest.mark.parametrize("module", MODULES)
 def test_the_engine_does_not_depend_on_the_test_bed(module: str) -> None:
     used = imports(PACKAGE / module)
-    if any(name.startswith("fleetd.testbed") for name in used):
-        assert module in TESTBED_ALLOWED, f"{module} imports the test bed"
+    assert not any(name == "testbed" or name.startswith("testbed.") for name in used), (
+        f"{module} imports the test bed"
+    )
+
+
+def _package(module: str) -> str:
+    return module.split("/")[0].removesuffix(".py")
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if "/" in m])
+def test_packages_import_only_earlier_stages_of_the_pipeline(module: str) -> None:
+    own = _package(module)
+    if own not in PIPELINE:
+        return
+    rank = len(PIPELINE) if module in COMPOSITION_ROOT else PIPELINE.index(own)
+    for name in imports(PACKAGE / module):
+        if not name.startswith("fleetd."):
+            continue
+        other = name.split(".")[1]
+        if other in PIPELINE:
+            assert PIPELINE.index(other) <= rank, f"{module} ({own}) imports {name}, a later stage"
+
+
+def test_every_engine_module_sits_in_a_pipeline_package() -> None:
+    loose = [m for m in MODULES if "/" not in m and m not in {"__init__.py", "__main__.py", "errors.py"}]
+    assert not loose, f"modules outside the pipeline packages: {loose}"

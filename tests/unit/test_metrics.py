@@ -11,9 +11,9 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import fleetd.metrics
-from fleetd.metrics import FleetMetrics
-from fleetd.state import SyncStatus
+import fleetd.api.metrics
+from fleetd.api.metrics import FleetMetrics
+from fleetd.daemon.store import SyncStatus
 from tests.prometheus import INSTALL_HINT
 
 pytestmark = pytest.mark.timeout(30)
@@ -234,7 +234,7 @@ def test_the_module_docstring_table_lists_exactly_the_exposed_metrics() -> None:
     m.observe_fetch("ok", 1.0)
     m.set_source_revision("https://git.example/fleet.git", "branch main", "r1")
     m.record_webhook("github", "accepted")
-    documented = set(re.findall(r"^\| `(fleetd_\w+)`", fleetd.metrics.__doc__ or "", re.MULTILINE))
+    documented = set(re.findall(r"^\| `(fleetd_\w+)`", fleetd.api.metrics.__doc__ or "", re.MULTILINE))
     exposed = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names(m)}
     assert documented == exposed
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.notify import MAX_STATUS, Notifier, announce, status_loop, watchdog_loop
+from fleetd.daemon.systemd import MAX_STATUS, Notifier, announce, status_loop, watchdog_loop
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -241,7 +241,7 @@ def test_send_failures_never_raise_and_are_logged_once_until_sending_works_again
 ) -> None:
     path = tmp_path / "gone"
     notifier = Notifier.from_environ({"NOTIFY_SOCKET": str(path)})
-    caplog.set_level(logging.INFO, logger="fleetd.notify")
+    caplog.set_level(logging.INFO, logger="fleetd.daemon.systemd")
     assert [notifier.watchdog() for _ in range(3)] == [False] * 3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetd.pointers import lookup, overlay, tokens, without
+from fleetd.util.pointers import lookup, overlay, tokens, without
 
 
 def test_pointer_tokens_unescape_slash_and_tilde() -> None:

@@ -16,12 +16,12 @@ import pyrage
 import pytest
 import yaml
 
-from fleetd import render as render_module
-from fleetd.daemon import decryptor
+from fleetd.daemon.root import decryptor
 from fleetd.errors import FleetdError
 from fleetd.inventory.model import Decryption
-from fleetd.render import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
-from fleetd.testbed.build import toolset
+from fleetd.render.manifests import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
+from fleetd.render import manifests as render_module
+from testbed.build import toolset
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -32,7 +32,7 @@ SOPS = toolset().path("sops")
 @pytest.fixture(scope="session")
 def kustomize_bin() -> Path:
     path = toolset().path("kustomize")
-    assert path.is_file(), "build the test bed first: python -m fleetd.testbed build"
+    assert path.is_file(), "build the test bed first: python -m testbed build"
     return path
 
 
@@ -452,7 +452,7 @@ class Sops:
 @pytest.fixture(scope="module")
 def sops(tmp_path_factory: pytest.TempPathFactory) -> Sops:
     if not SOPS.is_file():
-        pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`")
+        pytest.fail(f"sops is not built at {SOPS}: run `python -m testbed build`")
     return Sops(tmp_path_factory.mktemp("sops"))
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from fleetd.semver import Range, SemverError, Version, best_match
+from fleetd.util.semver import Range, SemverError, Version, best_match
 
 
 class TestVersions:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fleetd.daemon import SHUTDOWN_TIMEOUT
+from fleetd.daemon.root import SHUTDOWN_TIMEOUT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,7 +120,7 @@ def test_restarts_are_limited_and_an_invalid_inventory_is_not_retried(
 ) -> None:
     assert seconds(value(unit, "Unit", "StartLimitIntervalSec")) > 0
     assert int(value(unit, "Unit", "StartLimitBurst")) > 1
-    assert value(unit, "Service", "RestartPreventExitStatus") == "2"  # fleetd.cli.EXIT_ERROR
+    assert value(unit, "Service", "RestartPreventExitStatus") == "2"  # fleetd.cli.main.EXIT_ERROR
 
 
 def test_the_unit_runs_as_the_fleetd_user_with_a_private_state_directory(

@@ -17,7 +17,7 @@ import pytest
 
 from fleetd.errors import FleetdError
 from fleetd.inventory.model import Decryption
-from fleetd.sops import (
+from fleetd.secrets.sops import (
     InvalidSopsFile,
     KeyFileError,
     KeyRing,

@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from fleetd.inventory.model import Decryption
-from fleetd.sops import (
+from fleetd.secrets.crypto import go_float, parse_go_time, typed
+from fleetd.secrets.sops import (
     KeyFilePermissionWarning,
     KeyRing,
     decrypt,
@@ -39,12 +40,11 @@ from fleetd.sops import (
     format_for,
     is_sops_encrypted,
 )
-from fleetd.sops.crypto import go_float, parse_go_time, typed
-from fleetd.testbed.build import toolset
+from testbed.build import toolset
 
 SOPS = toolset().path("sops")
 if not SOPS.exists():
-    pytest.fail(f"sops is not built at {SOPS}: run `python -m fleetd.testbed build`", pytrace=False)
+    pytest.fail(f"sops is not built at {SOPS}: run `python -m testbed build`", pytrace=False)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -422,7 +422,7 @@ def test_a_key_type_fleetd_cannot_open_falls_back_to_the_binary(
     kit: SopsKit, ssh_identity: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = kit.encrypt(TYPED_YAML, "--age", ssh_identity)
-    with caplog.at_level("INFO", logger="fleetd.sops"):
+    with caplog.at_level("INFO", logger="fleetd.secrets.sops"):
         assert decrypt(data, "yaml", kit.keyring("main"), source="ssh.yaml") == TYPED
     assert "ssh.yaml: decrypting with" in caplog.text
     assert SECRET not in caplog.text

@@ -27,9 +27,8 @@ import pygit2
 import pytest
 from pygit2.enums import FileMode, ObjectType
 
-from fleetd.backoff import backoff
 from fleetd.inventory.model import GitAuth, GitRef, GitSource, RefKind
-from fleetd.source import (
+from fleetd.source.git import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
     AuthError,
@@ -43,6 +42,7 @@ from fleetd.source import (
     ssh_host_port,
     transport,
 )
+from fleetd.util.backoff import backoff
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.webhooks import (
+from fleetd.api.webhooks import (
     GENERIC_SIGNATURE,
     GITHUB_EVENT,
     GITHUB_SIGNATURE,

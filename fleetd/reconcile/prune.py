@@ -1,0 +1,90 @@
+"""Delete what left git — carefully.
+
+Only objects in a sync's ledger are candidates, and each is read back before
+deletion: it is deleted only if it still carries fleetd's labels for this
+fleet and sync and is not protected with ``fleetd.dev/prune: disabled``. The
+delete is conditional on the uid read, so an object recreated in between by
+someone else survives. Deletion runs in reverse apply order (custom
+resources before their CRDs, namespaced objects before namespaces).
+
+The caller decides *whether* to prune; this module never runs after a failed
+render, decryption or apply because the reconciler does not call it then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fleetd.kube.client import Conflict, KubeClient, NotFound
+from fleetd.kube.discovery import Discovery, UnknownKind
+from fleetd.kube.objects import (
+    ANNOTATION_PRUNE,
+    DISABLED,
+    LABEL_FLEET,
+    LABEL_SYNC,
+    Entry,
+    ObjRef,
+    annotations_of,
+    apply_rank,
+    labels_of,
+)
+
+Outcome = Literal["deleted", "gone", "protected", "foreign"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pruned:
+    """What pruning did with one stale object."""
+
+    ref: ObjRef
+    outcome: Outcome
+
+
+async def prune(
+    client: KubeClient, discovery: Discovery, stale: Iterable[Entry], *, fleet: str, sync: str
+) -> list[Pruned]:
+    """Delete stale objects owned by ``fleet``/``sync``, in reverse apply order."""
+    ordered = sorted(stale, key=lambda e: apply_rank(e.ref), reverse=True)
+    results: list[Pruned] = []
+    for _, group in itertools.groupby(ordered, key=lambda e: apply_rank(e.ref)[:2]):
+        results += await asyncio.gather(*(_prune_one(client, discovery, e, fleet, sync) for e in group))
+    return results
+
+
+def refuses(live: dict[str, Any], fleet: str, sync: str) -> Outcome | None:
+    """Why pruning must leave ``live`` alone (not this fleet's and sync's, or protected), or None."""
+    labels = labels_of(live)
+    if labels.get(LABEL_FLEET) != fleet or labels.get(LABEL_SYNC) != sync:
+        return "foreign"
+    if annotations_of(live).get(ANNOTATION_PRUNE) == DISABLED:
+        return "protected"
+    return None
+
+
+async def _prune_one(client: KubeClient, discovery: Discovery, entry: Entry, fleet: str, sync: str) -> Pruned:
+    try:
+        resource = await discovery.resolve(entry.api_version, entry.ref.kind)
+        path = resource.path(entry.ref.namespace, entry.ref.name)
+        live = await client.request("GET", path)
+    except (UnknownKind, NotFound):
+        return Pruned(ref=entry.ref, outcome="gone")
+    refusal = refuses(live, fleet, sync)
+    if refusal is not None:
+        return Pruned(ref=entry.ref, outcome=refusal)
+    body = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": live["metadata"]["uid"]},
+    }
+    try:
+        await client.request("DELETE", path, body=body)
+    except NotFound:
+        return Pruned(ref=entry.ref, outcome="gone")
+    except Conflict:  # the uid precondition failed: someone recreated it; not ours to delete
+        return Pruned(ref=entry.ref, outcome="foreign")
+    return Pruned(ref=entry.ref, outcome="deleted")
