@@ -65,7 +65,7 @@ def fleet_with_configmap(
 async def until_watched(daemon: Daemon, spoke: Spoke, rev: str) -> None:
     async def check() -> bool:
         worker = daemon.workers[spoke.name]
-        status = worker.statuses.get("apps")
+        status = daemon.state.status(spoke.name, "apps")
         return bool(status and status.revision == rev and worker.drift and worker.drift.vouches_for("apps"))
 
     await eventually(check, "sync ready and watched")
