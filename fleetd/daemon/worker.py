@@ -41,6 +41,7 @@ from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.reconciler import ClusterReconciler
 from fleetd.render.manifests import Decrypt, RenderCache
 from fleetd.source.git import Snapshot
+from fleetd.util import logs
 from fleetd.util.backoff import backoff
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class ClusterWorker:
 
     async def run(self) -> None:
         """Serve the cluster until cancelled; nothing raised inside ever leaves (see the module docstring)."""
+        logs.bind(cluster=self.cluster.name)  # this task's own context: every record names the cluster
         while True:
             try:
                 async with self._open() as reconciler:

@@ -226,9 +226,7 @@ class Planner:
             except Invalid as exc:
                 return _immutable(d, resource, live, exc, force)
             except ApiError as exc:
-                if exc.temporary:
-                    raise
-                raise ApplyError(d.ref, d.origin, exc.detail) from exc
+                raise ApplyError(d.ref, d.origin, exc.detail, temporary=exc.temporary) from exc
         return Plan(
             desired=d, resource=resource, live=live, dry=dry, differs=live is None or differs(dry, live)
         )

@@ -53,6 +53,7 @@ from fleetd.reconcile.plan import ChangeSet, Planner
 from fleetd.reconcile.prune import Candidate, Pruned, candidates, prune
 from fleetd.render.manifests import Decrypt, RenderCache
 from fleetd.source.git import Snapshot
+from fleetd.util import logs
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class ClusterReconciler:
         client = await connect(
             cluster.name, cluster.kubeconfig, cluster.context, requests=requests, errors=errors
         )
+        failure: Exception | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 reconciler = cls(
@@ -145,10 +147,14 @@ class ClusterReconciler:
                 reconciler.drift.start(tasks)
                 try:
                     yield reconciler
+                except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped by the task group
+                    failure = exc
                 finally:
                     reconciler.drift.stop()
         finally:
             await client.close()
+        if failure is not None:
+            raise failure
 
     # -- reconcile -------------------------------------------------------------
 
@@ -160,6 +166,10 @@ class ClusterReconciler:
         temporary and not about one object) propagates, so the caller
         reconnects. ``full``: dry-run every object even where the watches vouch.
         """
+        with logs.bound(sync=sync.name, revision=snapshot.revision):
+            return await self._bounded(sync, snapshot, full)
+
+    async def _bounded(self, sync: Sync, snapshot: Snapshot, full: bool) -> SyncOutcome:
         started = time.monotonic()
         progress = _Progress()
         try:
