@@ -37,7 +37,7 @@ from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Decryption, Fleet, load_fleet
 from fleetd.render.manifests import Decrypt, RenderCache
 from fleetd.secrets.sops import KeyRing, SopsError, decrypt_bytes
-from fleetd.source.git import GitSourceFetcher, Snapshot, SourceError, redact
+from fleetd.source import GitSourceFetcher, Snapshot, SourceError, redact
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from fleetd.reconcile.drift import DriftObserver, DriftTracker
 from fleetd.reconcile.ledger import LedgerStore
 from fleetd.reconcile.sync import ClusterSession, prune_removed_syncs, reconcile_sync
 from fleetd.render.manifests import Decrypt, RenderCache
-from fleetd.source.git import Snapshot
+from fleetd.source import Snapshot
 from fleetd.util.backoff import backoff
 
 log = logging.getLogger(__name__)

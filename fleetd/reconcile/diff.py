@@ -93,7 +93,7 @@ from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.prune import refuses
 from fleetd.reconcile.sync import ClusterSession, desired_objects
 from fleetd.render.manifests import RenderCache, RenderError
-from fleetd.source.git import GitSourceFetcher, Snapshot, remove_tree
+from fleetd.source import GitSourceFetcher, Snapshot, remove_tree
 
 Action = Literal["created", "changed", "unchanged", "pruned"]
 EXIT_SAME, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2

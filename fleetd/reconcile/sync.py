@@ -46,7 +46,7 @@ from fleetd.reconcile.health import wait_healthy
 from fleetd.reconcile.ledger import Ledger, LedgerStore
 from fleetd.reconcile.prune import Pruned, prune
 from fleetd.render.manifests import Decrypt, RenderCache
-from fleetd.source.git import Snapshot
+from fleetd.source import Snapshot
 
 log = logging.getLogger(__name__)
 

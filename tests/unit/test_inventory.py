@@ -11,7 +11,7 @@ from textwrap import dedent
 import pytest
 
 from fleetd.errors import FleetdError, InventoryError, Problem
-from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, syncs
+from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, source, syncs
 from fleetd.inventory.locate import LineIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -830,8 +830,9 @@ class TestReference:
         [
             loader.FLEET_FILE_KEYS,
             loader.FLEET_KEYS,
-            loader.SOURCE_KEYS,
-            loader.AUTH_KEYS,
+            source.SOURCE_KEYS,
+            source.AUTH_KEYS,
+            source.WEBHOOK_KEYS,
             loader.DECRYPTION_KEYS,
             loader.CLUSTER_FILE_KEYS,
             loader.CLUSTER_KEYS,

@@ -28,20 +28,10 @@ import pytest
 from pygit2.enums import FileMode, ObjectType
 
 from fleetd.inventory.model import GitAuth, GitRef, GitSource, RefKind
-from fleetd.source.git import (
-    BACKOFF_INITIAL,
-    BACKOFF_MAX,
-    AuthError,
-    FetchError,
-    GitSourceFetcher,
-    RefNotFound,
-    Snapshot,
-    keys_for_host,
-    parse_known_hosts,
-    redact,
-    ssh_host_port,
-    transport,
-)
+from fleetd.source import AuthError, FetchError, GitSourceFetcher, RefNotFound, Snapshot, redact
+from fleetd.source.fetcher import BACKOFF_INITIAL, BACKOFF_MAX
+from fleetd.source.known_hosts import keys_for_host, parse_known_hosts
+from fleetd.source.urls import ssh_host_port, transport
 from fleetd.util.backoff import backoff
 
 pytestmark = pytest.mark.timeout(10)
@@ -420,7 +410,7 @@ class TestHttpToken:
         token_file.write_text("wrong-" + TOKEN)
         auth = GitAuth(token_file=token_file, username="fleet")
         fetcher = GitSourceFetcher(source(f"{http_server.url}/remote.git", auth=auth), state)
-        with pytest.raises(AuthError, match="refused the credentials") as caught:
+        with pytest.raises(AuthError, match=r"refused the token in token_file .*\(HTTP 401\)") as caught:
             await fetcher.fetch()
         assert TOKEN not in str(caught.value) + repr(caught.value) + repr(fetcher)
 
@@ -429,7 +419,7 @@ class TestHttpToken:
     ) -> None:
         remote.commit({"a": "1"})
         fetcher = GitSourceFetcher(source(f"{http_server.url}/remote.git"), state)
-        with pytest.raises(AuthError, match=r"set auth\.token_file or auth\.ssh_key_file"):
+        with pytest.raises(AuthError, match=r"set token_file, a GitHub App or ssh_key_file"):
             await fetcher.fetch()
 
 
@@ -483,7 +473,7 @@ class TestSsh:
     async def test_an_unknown_host_is_refused_before_connecting(self, tmp_path: Path, state: Path) -> None:
         known = tmp_path / "known_hosts"
         known.write_text(f"git.example.com ssh-ed25519 {KEY}\n")
-        auth = GitAuth(ssh_key_file=tmp_path / "id_ed25519", known_hosts_file=known)
+        auth = GitAuth(ssh_key_file=deploy_key(tmp_path), known_hosts_file=known)
         fetcher = GitSourceFetcher(source("git@unknown.example:org/fleet.git", auth=auth), state)
         with pytest.raises(AuthError, match=r"host unknown\.example port 22 has no entry .*ssh-keyscan"):
             await fetcher.fetch()
@@ -494,7 +484,7 @@ class TestSsh:
         port = closed_port()
         known = tmp_path / "known_hosts"
         known.write_text(f"[127.0.0.1]:{port} ssh-ed25519 {KEY}\n127.0.0.1 ssh-ed25519 {OTHER_KEY}\n")
-        auth = GitAuth(ssh_key_file=tmp_path / "id_ed25519", known_hosts_file=known)
+        auth = GitAuth(ssh_key_file=deploy_key(tmp_path), known_hosts_file=known)
         url = f"ssh://git@127.0.0.1:{port}/fleet.git"
         with pytest.raises(FetchError, match=r"127\.0\.0\.1"):  # nothing listens there
             await GitSourceFetcher(source(url, auth=auth), state).fetch()
@@ -507,13 +497,19 @@ class TestSsh:
         port = closed_port()
         known = tmp_path / "known_hosts"
         known.write_text(f"[127.0.0.1]:{port} ssh-ed25519 {KEY}\n")
-        auth = GitAuth(ssh_key_file=tmp_path / "id_ed25519", known_hosts_file=known)
+        auth = GitAuth(ssh_key_file=deploy_key(tmp_path), known_hosts_file=known)
         with pytest.raises(FetchError):
             await GitSourceFetcher(source(f"ssh://127.0.0.1:{port}/x", auth=auth), state).fetch()
         written = state / "git" / "home" / ".ssh" / "known_hosts"
         assert libssh2_check(written, "127.0.0.1", port, KEY) == "match"
         assert libssh2_check(written, "127.0.0.1", port, OTHER_KEY) == "mismatch"
         assert libssh2_check(written, "127.0.0.1", 22, KEY) == "notfound"
+
+
+def deploy_key(directory: Path) -> Path:
+    key = directory / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
 
 
 def libssh2_check(known_hosts: Path, host: str, port: int, key: str) -> str:
