@@ -77,7 +77,7 @@ def read_source(table: Table, base: Path) -> GitSource:
         interval=table.duration("interval", DEFAULT_SOURCE_INTERVAL),
         timeout=table.duration("timeout", DEFAULT_SOURCE_TIMEOUT),
         auth=_read_auth(table.table("auth", AUTH_KEYS), base, url),
-        depth=_read_depth(table),
+        depth=_read_depth(table, syntax.url_kind(url)),
         upkeep_interval=table.duration("upkeep_interval", DEFAULT_UPKEEP_INTERVAL),
     )
 
@@ -103,8 +103,11 @@ def _read_ref(table: Table) -> GitRef:
     return GitRef(kind=given[0], value=value)
 
 
-def _read_depth(table: Table) -> int:
+def _read_depth(table: Table, kind: str | None) -> int:
     depth = table.integer("depth", 0, minimum=0)
+    if depth and kind in ("local", "file"):
+        table.report("depth", "libgit2 cannot fetch shallow from a local path; drop depth")
+        return 0
     if depth > MAX_DEPTH:
         table.report("depth", f"{depth} is more history than any repository has; use 0 for all of it")
         return 0
