@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from fleetd.secrets import binary, tree
 from fleetd.secrets.binary import SopsBinaryFailed, UnsupportedKeyType
 from fleetd.secrets.crypto import (
     InvalidSopsFile,
@@ -60,7 +61,6 @@ from fleetd.secrets.keys import (
     WrongKey,
     data_key,
 )
-from fleetd.secrets import binary, tree
 from fleetd.secrets.tree import FORMATS, Format
 
 __all__ = [

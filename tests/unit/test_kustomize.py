@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fleetd.render.kustomize import KustomizeError, build, environment, find_binary, is_remote
 from fleetd.render import kustomize
+from fleetd.render.kustomize import KustomizeError, build, environment, find_binary, is_remote
 from fleetd.secrets.sops import MacMismatch
 from testbed.build import toolset
 
@@ -261,12 +261,13 @@ class TestFindingTheBinary:
         monkeypatch.setenv("FLEETD_KUSTOMIZE", "/from/env/kustomize")
         assert find_binary() == Path("/from/env/kustomize")
 
-    def test_then_path_then_the_test_bed(
+    def test_then_path_and_never_the_test_bed(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kustomize_bin: Path
     ) -> None:
         monkeypatch.delenv("FLEETD_KUSTOMIZE", raising=False)
         monkeypatch.setenv("PATH", str(tmp_path))
-        assert find_binary() == kustomize_bin
+        with pytest.raises(KustomizeError, match="not found on PATH"):
+            find_binary()
         (tmp_path / "kustomize").symlink_to(kustomize_bin)
         assert find_binary() == tmp_path / "kustomize"
 

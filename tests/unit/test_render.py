@@ -16,11 +16,11 @@ import pyrage
 import pytest
 import yaml
 
-from fleetd.daemon.root import decryptor
 from fleetd.errors import FleetdError
 from fleetd.inventory.model import Decryption
-from fleetd.render.manifests import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
 from fleetd.render import manifests as render_module
+from fleetd.render.manifests import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
+from fleetd.secrets.decryptor import decryptor
 from testbed.build import toolset
 
 pytestmark = pytest.mark.timeout(10)
