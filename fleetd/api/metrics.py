@@ -60,7 +60,7 @@ from prometheus_client.registry import Collector
 
 from fleetd.daemon.state import FleetState, Histogram
 from fleetd.reconcile.outcome import Result
-from fleetd.source.git import redact
+from fleetd.source import redact
 
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 """The Content-Type of `exposition`."""

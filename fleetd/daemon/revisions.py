@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fleetd.daemon.state import FleetState
 from fleetd.inventory import GitSource
-from fleetd.source.git import GitSourceFetcher, Snapshot, SourceError
+from fleetd.source import GitSourceFetcher, Snapshot, SourceError
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Fleet, load_fleet
 from fleetd.render.manifests import RenderCache
 from fleetd.secrets.decryptor import decryptor
-from fleetd.source.git import Snapshot, redact
+from fleetd.source import Snapshot, redact
 
 log = logging.getLogger(__name__)
 

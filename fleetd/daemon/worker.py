@@ -40,7 +40,7 @@ from fleetd.reconcile.drift import DriftTracker
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.reconciler import ClusterReconciler
 from fleetd.render.manifests import Decrypt, RenderCache
-from fleetd.source.git import Snapshot
+from fleetd.source import Snapshot
 from fleetd.util import logs
 from fleetd.util.backoff import backoff
 

@@ -30,6 +30,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_STATE_DIR = "~/.local/state/fleetd"
 DEFAULT_SOPS_BINARY = "sops"
 DEFAULT_GIT_USERNAME = "git"
+DEFAULT_UPKEEP_INTERVAL = 86400.0
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
 
 
 def _empty() -> Mapping[str, str]:
@@ -160,17 +162,37 @@ class GitRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GitHubApp:
+    """A GitHub App installation whose short-lived tokens fleetd fetches over HTTPS."""
+
+    app_id: int
+    """The App's numeric id (its settings page, "App ID")."""
+    installation_id: int
+    """The installation on the account that owns the repository."""
+    private_key_file: Path
+    """The App's private key (PEM, RSA), as downloaded from its settings."""
+    api_url: str = DEFAULT_GITHUB_API_URL
+    """REST API base: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GitAuth:
-    """Credentials for the repository: an SSH key or a token, never both."""
+    """Credentials and trust for the repository: an SSH key, a token or a GitHub App (at most one)."""
 
     ssh_key_file: Path | None = None
     """Private key for ssh:// and git@host:path URLs."""
+    passphrase_file: Path | None = None
+    """File holding the passphrase of `ssh_key_file`, when it has one."""
     known_hosts_file: Path | None = None
     """Host keys to trust; required with `ssh_key_file`."""
     token_file: Path | None = None
     """File holding a token (HTTP basic auth password) for https:// URLs."""
+    github_app: GitHubApp | None = None
+    """Fetch with installation tokens of this GitHub App (https:// URLs)."""
+    ca_file: Path | None = None
+    """PEM bundle of extra CAs trusted for https:// (the git server and the GitHub API)."""
     username: str = DEFAULT_GIT_USERNAME
-    """User name sent with the token."""
+    """User name sent with the SSH key or the token (a GitHub App always uses x-access-token)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +209,10 @@ class GitSource:
     """Seconds one fetch may take (default 60s)."""
     auth: GitAuth | None = None
     """Credentials; None = anonymous."""
+    depth: int = 0
+    """Commits of history to fetch: 0 = all, 1 = only the tip (shallow, for large repositories)."""
+    upkeep_interval: float = DEFAULT_UPKEEP_INTERVAL
+    """Seconds between repacks of the mirror and removals of unused snapshots (default 24h)."""
 
     @property
     def local_path(self) -> Path | None:
@@ -214,6 +240,8 @@ class Webhooks:
     """Shared secret of the GitHub webhook (X-Hub-Signature-256); None = /hooks/github disabled."""
     generic_secret_file: Path | None = None
     """Secret of the generic HMAC receiver (X-Signature-256); None = /hooks/generic disabled."""
+    gitlab_token_file: Path | None = None
+    """Secret token of the GitLab webhook (X-Gitlab-Token); None = /hooks/gitlab disabled."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

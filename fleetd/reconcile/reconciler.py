@@ -52,7 +52,7 @@ from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.plan import ChangeSet, Planner
 from fleetd.reconcile.prune import Candidate, Pruned, candidates, prune
 from fleetd.render.manifests import Decrypt, RenderCache
-from fleetd.source.git import Snapshot
+from fleetd.source import Snapshot
 from fleetd.util import logs
 
 log = logging.getLogger(__name__)

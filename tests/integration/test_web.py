@@ -128,7 +128,8 @@ async def serving(view: View, state: FleetState, port: int, **secrets: Path | No
 async def test_a_signed_github_push_is_accepted_with_202_and_triggers_a_fetch(hub: Hub) -> None:
     response = await hub.hook("github", PUSH, github("push"))
     assert response.status == 202
-    assert await response.json() == {"result": "accepted", "message": "push event; fetching now"}
+    answer = {"result": "accepted", "message": "push event to refs/heads/main; fetching now"}
+    assert await response.json() == answer
     assert hub.view.fetches == 1
     assert await hub.webhook_count("github", "accepted") == 1
 
