@@ -22,6 +22,7 @@ from pathlib import Path
 from fleetd.daemon.state import FleetState
 from fleetd.inventory import GitSource
 from fleetd.source import GitSourceFetcher, Snapshot, SourceError
+from fleetd.util.backoff import backoff
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Revisions:
         self._state, self._on_new = state, on_new
         self._snapshots: dict[str, Snapshot] = {}
         self._now = asyncio.Event()
+        self._faults = 0
 
     @property
     def current(self) -> Snapshot | None:
@@ -66,13 +68,18 @@ class Revisions:
             try:
                 before = self.fetcher.current
                 snapshot = await self.fetcher.fetch()
-            except SourceError as exc:
+            except Exception as exc:
+                if not isinstance(exc, SourceError):
+                    log.error("source: internal error while fetching", exc_info=exc)
+                    self._faults += 1
+                    exc = SourceError(f"internal error while fetching: {type(exc).__name__}: {exc}")
                 self._state.fetch_failed(time.monotonic() - started, str(exc))
                 log.warning(
                     "source: %s; keeping %s; retrying in %.1fs",
                     exc, _rev(self.fetcher.current), self.fetcher.next_attempt_in,
                 )  # fmt: skip
             else:
+                self._faults = 0
                 new = before is None or snapshot.revision != before.revision
                 self._state.fetched(
                     time.monotonic() - started, revision=snapshot.revision, ref=snapshot.ref,
@@ -88,8 +95,9 @@ class Revisions:
                     self._snapshots[snapshot.revision] = snapshot
                     await self.restore(self._state.rollout.allowed)
                     self._on_new(snapshot)
+            delay = max(self.fetcher.next_attempt_in, backoff(self._faults) if self._faults else 0.0)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.fetcher.next_attempt_in):
+                async with asyncio.timeout(delay):
                     await self._now.wait()
 
     async def restore(self, allowed: dict[int, str]) -> None:

@@ -39,6 +39,8 @@ from fleetd.reconcile.outcome import Result, SyncOutcome
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+#: Seconds between attempts to write to a state directory that failed (full, read-only, gone).
+STORE_RETRY = 5.0
 RECONCILE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 """Seconds: a no-op reconcile of a small sync up to the default sync timeout (5m)."""
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -106,6 +108,7 @@ class FleetState:
         self.fetches: dict[str, Histogram] = {}
         self._suspended: dict[str, set[str]] = {}
         self._halted_at: int | None = None
+        self._store_retry_at = 0.0
         statuses: list[SyncStatus] = self._read(store.statuses, [])
         self.statuses = {(s.cluster, s.sync): s for s in statuses}
         #: The revision each sync last applied successfully (kept while later attempts fail).
@@ -141,6 +144,10 @@ class FleetState:
         if self.source.revision is None:
             error = self.source.last_error
             return False, f"source not fetched yet{': ' + error if error else ''}"
+        if self.recording_error is not None:
+            self._write(
+                lambda: self.store.set_flag("recording_probe", True)
+            )  # retried at most every STORE_RETRY
         if self.recording_error is not None:
             return False, self.recording_error
         return True, "ok"
@@ -373,9 +380,12 @@ class FleetState:
         return recorded
 
     def _write(self, action: Callable[[], _T], default: _T | None = None) -> _T | None:
+        if self.recording_error is not None and time.monotonic() < self._store_retry_at:
+            return default  # a broken disk is not asked again on every write: the loop stays responsive
         try:
             result = action()
         except StoreError as exc:
+            self._store_retry_at = time.monotonic() + STORE_RETRY
             self._cannot_record(str(exc))
             return default
         if self.recording_error is not None:

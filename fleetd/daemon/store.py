@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Events kept in the journal; older ones are dropped.
 JOURNAL_SIZE = 10_000
+#: Seconds a write waits for a lock held by another process (``fleetd status`` reading): short, because
+#: writes run on the daemon's event loop.
+BUSY_TIMEOUT = 1.0
 #: The schema version this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = 2
 
@@ -192,7 +195,7 @@ class StateStore:
                 yield db
             return
         try:
-            with closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
+            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)) as db, db:
                 yield db
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(_describe(self.path, exc)) from exc

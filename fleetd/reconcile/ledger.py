@@ -34,6 +34,8 @@ class LedgerError(FleetdError):
 
     fleetd then prunes nothing it recorded: a corrupt ledger is never a reason to delete.
     """
+
+
 _CONFIGMAPS = f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/configmaps"
 
 
@@ -75,9 +77,8 @@ class Ledger:
         labels = (meta or {}).get("labels") if isinstance(meta, dict) else None
         sync = labels.get(LABEL_SYNC) if isinstance(labels, dict) else None
         data = cm.get("data")
-        if not isinstance(sync, str) or not sync or (data is not None and not isinstance(data, dict)):
+        if not isinstance(sync, str) or not sync or not isinstance(data, dict):
             raise LedgerError(f"{where} has no {LABEL_SYNC} label or no data map: {fix}")
-        data = data or {}
         entries = []
         for number, line in enumerate(str(data.get("entries", "")).splitlines(), 1):
             if not line.strip():
@@ -91,7 +92,10 @@ class Ledger:
         if prune not in ("true", "false"):
             raise LedgerError(f"{where}: prune is {str(prune)[:20]!r}, not true or false: {fix}")
         return cls(
-            sync=sync, revision=str(data.get("revision", "")), prune=prune == "true", entries=frozenset(entries)
+            sync=sync,
+            revision=str(data.get("revision", "")),
+            prune=prune == "true",
+            entries=frozenset(entries),
         )
 
 

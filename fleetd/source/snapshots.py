@@ -142,13 +142,23 @@ def _write(into: Path, entry: Entry) -> None:
 
 
 def _drop_escaping_links(root: Path) -> None:
-    """Remove symlinks that resolve outside `root` (a repository must not read /etc/...)."""
+    """Remove symlinks that resolve outside `root` (a repository must not read /etc/...) or loop."""
     real_root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             link = Path(dirpath, name)
-            if link.is_symlink() and not link.resolve().is_relative_to(real_root):
-                _log.warning("git source: symlink %s leaves the repository; not written", link.name)
+            if not link.is_symlink():
+                continue
+            try:
+                inside = link.resolve().is_relative_to(real_root)
+            except (RuntimeError, OSError):  # a loop (Python 3.11 raises RuntimeError for those)
+                _log.warning("git source: symlink %s loops; not written", link.relative_to(root))
+                link.unlink()
+                continue
+            if not inside:
+                _log.warning(
+                    "git source: symlink %s leaves the repository; not written", link.relative_to(root)
+                )
                 link.unlink()
 
 

@@ -93,6 +93,16 @@ def journal_has(daemon: Daemon, kind: EventKind, cluster: str | None = None, syn
     return bool(daemon.state.events(cluster=cluster, sync=sync, kinds=(str(kind),)))
 
 
+async def edit(spoke: Spoke, path: str, change: dict[str, object]) -> None:
+    """A hand edit: read the object, change top-level fields, write it back."""
+    obj = await get(spoke, path)
+    assert obj is not None, path
+    obj.update(change)
+    if obj.get("data") is None:
+        obj.pop("data", None)
+    await put(spoke, "PUT", path, obj)
+
+
 def everyone(spokes: list[Spoke], syncs: tuple[str, ...] = ("apps", "extra")) -> list[tuple[str, str]]:
     return [(s.name, y) for s in spokes for y in syncs]
 
@@ -165,7 +175,9 @@ MALFORMED = {
     "annotation value is a map": {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "annotations": {"k": {"v": 1}}},
     },
-    "namespace is a number": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": 7}},
+    "namespace is a number": {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": 7},
+    },
     "kind is a map": {"apiVersion": "v1", "kind": {"x": 1}, "metadata": {"name": "a"}},
     "metadata is a list": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name", "a"]},
     "data values are maps": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": {}}},
@@ -256,7 +268,7 @@ async def test_a_ledger_corrupted_by_hand_fails_that_sync_there_and_prunes_nothi
     async with running(config) as daemon:
         await converged(daemon, everyone(spokes), repo.head(), "first sync everywhere")
         path = f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/configmaps/{daemon.fleet.name}.extra"
-        await put(victim, "PATCH", path, patch)
+        await edit(victim, path, patch)
         repo.remove("extra/cm.yaml")
         repo.write(
             {
@@ -320,9 +332,7 @@ async def test_a_full_state_directory_degrades_to_not_recording_and_reconciling_
 
             await eventually(not_ready, "/readyz says the state cannot be recorded")
             assert await healthz(daemon) == 200
-            await put(
-                spokes[0], "PATCH", f"/api/v1/namespaces/{namespace}/configmaps/cm", {"data": {"v": "hand"}}
-            )
+            await edit(spokes[0], f"/api/v1/namespaces/{namespace}/configmaps/cm", {"data": {"v": "hand"}})
 
             async def corrected() -> bool:
                 cm = await get(spokes[0], f"/api/v1/namespaces/{namespace}/configmaps/cm")
