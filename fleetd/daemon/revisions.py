@@ -26,6 +26,9 @@ from fleetd.util.backoff import backoff
 
 log = logging.getLogger(__name__)
 
+#: Seconds before upkeep is tried again after it failed.
+UPKEEP_RETRY = 600.0
+
 
 class Revisions:
     """The fleet's view of its git source; see the module docstring."""
@@ -68,18 +71,20 @@ class Revisions:
             try:
                 before = self.fetcher.current
                 snapshot = await self.fetcher.fetch()
-            except Exception as exc:
+            except Exception as exc:  # the source's fault boundary: the last good revision stays
+                error = str(exc)
                 if not isinstance(exc, SourceError):
-                    log.error("source: internal error while fetching", exc_info=exc)
+                    log.exception("source: internal error while fetching")
                     self._faults += 1
-                    exc = SourceError(f"internal error while fetching: {type(exc).__name__}: {exc}")
-                self._state.fetch_failed(time.monotonic() - started, str(exc))
+                    error = f"internal error while fetching: {type(exc).__name__}: {exc}"
+                self._state.fetch_failed(time.monotonic() - started, error)
                 log.warning(
                     "source: %s; keeping %s; retrying in %.1fs",
-                    exc, _rev(self.fetcher.current), self.fetcher.next_attempt_in,
+                    error, _rev(self.fetcher.current), self.fetcher.next_attempt_in,
                 )  # fmt: skip
             else:
                 self._faults = 0
+                self._state.source.disk = self.fetcher.disk_usage
                 new = before is None or snapshot.revision != before.revision
                 self._state.fetched(
                     time.monotonic() - started, revision=snapshot.revision, ref=snapshot.ref,
@@ -99,6 +104,24 @@ class Revisions:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._now.wait()
+
+    async def upkeep(self) -> None:
+        """Repack the mirror and drop snapshots nothing needs, on the source's schedule."""
+        while True:
+            await asyncio.sleep(self.fetcher.upkeep_due_in)
+            try:
+                report = await self.fetcher.upkeep()
+            except Exception:
+                log.exception("source: upkeep failed; trying again at the next round")
+                await asyncio.sleep(UPKEEP_RETRY)
+                continue
+            self._state.source.disk = self.fetcher.disk_usage
+            if report is not None:
+                log.info(
+                    "source: upkeep packed %d objects, removed %d snapshot(s), %d -> %d bytes in %.1fs",
+                    report.packed_objects, len(report.removed_snapshots), report.before.total_bytes,
+                    report.after.total_bytes, report.seconds,
+                )  # fmt: skip
 
     async def restore(self, allowed: dict[int, str]) -> None:
         """After a restart, materialise the older revisions held-back waves still apply."""

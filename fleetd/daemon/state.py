@@ -35,6 +35,7 @@ from fleetd.daemon.store import StateStore, StoreError, SyncStatus
 from fleetd.inventory import Cluster, Fleet
 from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.outcome import Result, SyncOutcome
+from fleetd.source import DiskUsage
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -84,6 +85,7 @@ class SourceState:
     message: str | None = None
     last_error: str | None = None
     last_fetch: float | None = None
+    disk: DiskUsage | None = None
 
 
 class FleetState:
@@ -367,6 +369,10 @@ class FleetState:
             return
         self.fleet = fleet
         self.rollout.set_waves(c.wave for c in fleet.clusters)
+
+    def source_disk(self) -> DiskUsage | None:
+        """Disk use of the source, as its fetcher measured it last."""
+        return self.source.disk
 
     def webhook(self, receiver: str, result: str) -> None:
         self.webhooks[(receiver, result)] += 1

@@ -180,7 +180,9 @@ MALFORMED = {
     },
     "kind is a map": {"apiVersion": "v1", "kind": {"x": 1}, "metadata": {"name": "a"}},
     "metadata is a list": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name", "a"]},
-    "data values are maps": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": {}}},
+    "data values are maps": {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": {}},
+    },
 }  # fmt: skip
 
 
@@ -280,7 +282,7 @@ async def test_a_ledger_corrupted_by_hand_fails_that_sync_there_and_prunes_nothi
         daemon.trigger_fetch()
         healthy = [s for s in spokes if s is not victim]
         await converged(
-            daemon, everyone(healthy) + [(victim.name, "apps")], second, "all but the broken ledger"
+            daemon, [*everyone(healthy), (victim.name, "apps")], second, "all but the broken ledger"
         )
         error = await failed_with(daemon, victim.name, "extra", "ledger", "edited by hand")
         assert "delete it" in error

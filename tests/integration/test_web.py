@@ -32,6 +32,7 @@ from fleetd.api.webhooks import (
     sign,
 )
 from fleetd.daemon.state import FleetState
+from fleetd.inventory import GitRef, RefKind
 from testbed.processes import free_port
 from tests.fleetstate import drifted, fleet_state
 from tests.prometheus import running_prometheus
@@ -61,6 +62,9 @@ class View:
 
     def trigger_fetch(self) -> None:
         self.fetches += 1
+
+    def followed_ref(self) -> GitRef:
+        return GitRef(kind=RefKind.BRANCH, value="main")
 
 
 @dataclass
