@@ -43,7 +43,7 @@ from fleetd.inventory import Cluster, Sync
 from fleetd.kube.client import KubeClient, connect
 from fleetd.kube.discovery import Discovery
 from fleetd.kube.objects import Entry, ObjRef, split_api_version
-from fleetd.reconcile.apply import Applier, ApplyFailed, Desired
+from fleetd.reconcile.apply import Applier, ApplyFailed, Change, Desired
 from fleetd.reconcile.desired import health_targets, hpa_targets, keep_live_paths, owned
 from fleetd.reconcile.drift import DriftObserver, DriftTracker, Managed, managed_from
 from fleetd.reconcile.health import wait_healthy
@@ -238,7 +238,7 @@ class ClusterReconciler:
         return SyncOutcome(
             sync=sync.name, revision=snapshot.revision, result=Result.READY, objects=len(desired),
             changed=changed, pruned=deleted, duration=time.monotonic() - started, ledger=ledger,
-            swept=not unchanged,
+            swept=not unchanged, refs=_touched(changes, pruned),
         )  # fmt: skip
 
     async def _prune_stale(
@@ -351,6 +351,12 @@ class _Progress:
 
     stage: str = "render"
     written: list[str] = field(default_factory=list)
+
+
+def _touched(changes: list[Change], pruned: list[Pruned]) -> tuple[str, ...]:
+    """The objects a successful reconcile wrote or deleted, for its event."""
+    written = {str(c.ref) for c in changes if c.action != "unchanged"}
+    return tuple(sorted(written | {str(p.ref) for p in pruned if p.outcome == "deleted"}))
 
 
 def _entry(d: Desired) -> Entry:
