@@ -60,7 +60,7 @@ def faulty(stage: str, victim: str, original: Callable[..., Any]) -> Callable[..
     return wrapper
 
 
-#: stage -> (the owner of the function that runs it, its name); CLUSTER_OF tells the cluster from its first argument
+#: stage -> (the owner of the function that runs it, its name); see CLUSTER_OF for the cluster
 STAGES: dict[str, tuple[Any, str]] = {
     "render": (ClusterReconciler, "desired"),
     "plan": (Planner, "change_set"),
