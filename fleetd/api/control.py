@@ -8,15 +8,20 @@ whole authentication — nothing listens on the network for these commands.
 
 Requests and answers are small JSON documents; errors come back as
 ``{"error": "..."}`` with a 4xx status and a message the CLI prints as is.
+A malformed request — a body that is not a JSON object, a cluster or sync
+that is not a string, a body over `MAX_BODY`, an unknown path or method — is
+answered 4xx with a message saying what is wrong, never 500; the
+`_json_errors` middleware turns every error page into that JSON form.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -25,7 +30,11 @@ from aiohttp import web
 
 from fleetd.errors import FleetdError
 
+log = logging.getLogger(__name__)
+
 SOCKET_NAME = "fleetd.sock"
+MAX_BODY = 64 * 1024
+"""Largest request body accepted (bytes); commands are a few dozen."""
 
 
 class ControlError(FleetdError):
@@ -46,22 +55,62 @@ class Controllable(Protocol):
 
 
 DAEMON: Final = web.AppKey("fleetd.daemon", Controllable)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
 
 
+class BadRequest(web.HTTPBadRequest):
+    """A malformed command; the text says what is wrong (answered as ``{"error": text}``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(text=message)
+
+
 def _target(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    cluster, sync = body.get("cluster"), body.get("sync")
-    return (str(cluster) if cluster else None, str(sync) if sync else None)
+    found: list[str | None] = []
+    for key in ("cluster", "sync"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"{key} must be a string, not {type(value).__name__}")
+        found.append(value or None)
+    return found[0], found[1]
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    data = await request.json()
-    return data if isinstance(data, dict) else {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as ``{"error": message}`` with its status, so the CLI can print it as it is."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = f"{exc.reason}: {request.method} {request.path}"
+        if isinstance(exc, BadRequest):
+            message = exc.text or message
+        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+            message = f"the body is larger than {MAX_BODY} bytes"
+        return web.json_response({"error": message}, status=exc.status)
+    except Exception as exc:  # a bug answers 500 with its name, and the socket keeps serving
+        log.exception("control socket: %s %s failed", request.method, request.path)
+        return web.json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, status=500)
 
 
 def _answer(action: Callable[[], None], done: str) -> web.Response:
@@ -113,7 +162,7 @@ async def _reload(request: web.Request) -> web.Response:
 
 
 def make_app(daemon: Controllable) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
     app[DAEMON] = daemon
     app.router.add_get("/v1/status", _status)
     app.router.add_post("/v1/reconcile", _reconcile)
