@@ -32,6 +32,7 @@ from fleetd.api import http as web
 from fleetd.api.control import ControlError
 from fleetd.daemon import systemd as notify
 from fleetd.daemon.events import EventBus
+from fleetd.daemon.lock import LockError, StateLock
 from fleetd.daemon.reload import Reloader
 from fleetd.daemon.revisions import Revisions
 from fleetd.daemon.state import FleetState
@@ -44,6 +45,7 @@ from fleetd.inventory import Fleet, GitRef, load_fleet
 from fleetd.render.manifests import RenderCache
 from fleetd.secrets.decryptor import decryptor
 from fleetd.source import Snapshot, redact
+from fleetd.util.fdlimit import raise_open_files_limit
 
 log = logging.getLogger(__name__)
 
@@ -327,12 +329,24 @@ class _Stopping(Exception):
 
 
 async def serve(config: Path) -> int:
-    """Entry point of ``fleetd run``: load, run until a signal, stop within the bound."""
+    """Entry point of ``fleetd run``: load, lock the state directory, run until a signal, stop in time."""
     try:
-        daemon = Daemon.from_config(config)
+        fleet = load_fleet(config)
+        lock = StateLock.acquire(fleet.state_dir)  # before anything in the state directory is opened
     except InventoryError as exc:
         log.error("the inventory is invalid:\n%s", exc)  # noqa: TRY400 - the problems are the message; no traceback
         return 2
+    except LockError as exc:
+        log.error("%s", exc)  # noqa: TRY400 - the message names the other daemon
+        return 2
+    with lock:
+        return await _serve(fleet)
+
+
+async def _serve(fleet: Fleet) -> int:
+    raise_open_files_limit()
+    try:
+        daemon = Daemon(fleet)
     except StoreError as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message says what to do
         return 2
