@@ -18,9 +18,21 @@ Endpoints::
 The server knows the daemon only through the small `FleetView` protocol, so
 this module does not import the daemon and tests serve a plain dataclass.
 Webhook verification is pure and lives in :mod:`fleetd.api.webhooks`; here a
-call's body is read (at most `MAX_BODY` bytes, else 413), verified, counted
-in ``fleetd_webhook_requests_total``, logged in one line (never with the
-secret or the signature) and answered as JSON ``{"result", "message"}``.
+call's body is read (at most `MAX_BODY` bytes, else 413; within
+`BODY_TIMEOUT`, else 408), verified, counted in
+``fleetd_webhook_requests_total``, logged in one line (never with the secret
+or the signature; at most one line per kind of answer every
+`fleetd.util.ratelimit.EVERY` seconds, saying how many were held back) and
+answered as JSON ``{"result", "message"}``. A valid push asks for a fetch
+through `fleetd.api.fetchgate`, so a burst of pushes costs at most two.
+
+**Limits.** Nobody needs credentials to open a connection, so connections
+are bounded: a request head must arrive within `HEADER_TIMEOUT` of
+connecting (or of the previous answer on a kept-alive connection), and at
+most `connection_limit` connections are open at once — when full, the
+oldest one still idle is closed for the newcomer
+(`fleetd.api.connections`), so ``/healthz`` answers under a flood of idle
+connections and file descriptors stay in budget.
 
 The server binds to the inventory's ``listen`` address, loopback by default:
 the status API is unauthenticated, so exposing it is a deliberate choice.
@@ -37,11 +49,15 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from fleetd.api.connections import ConnectionGuard
+from fleetd.api.fetchgate import FetchGate
 from fleetd.api.metrics import CONTENT_TYPE, Registry, exposition, registry
 from fleetd.api.webhooks import RECEIVERS, Result, Secret, Verdict, Verifier, for_source
 from fleetd.daemon.state import FleetState
 from fleetd.errors import FleetdError
 from fleetd.inventory import GitRef
+from fleetd.util.fdlimit import open_files_limit
+from fleetd.util.ratelimit import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +65,12 @@ MAX_BODY: Final = 1024 * 1024
 """Largest request body accepted (bytes); webhook payloads are far smaller."""
 SHUTDOWN_TIMEOUT: Final = 3.0
 """Seconds open connections get to finish when the server stops."""
+HEADER_TIMEOUT: Final = 15.0
+"""Seconds a connection may stay open without sending a complete request head."""
+BODY_TIMEOUT: Final = 15.0
+"""Seconds a webhook's body may take to arrive."""
+MAX_CONNECTIONS: Final = 1024
+"""Most connections open at once (lower when the open-file limit is low: `connection_limit`)."""
 
 _STATUS: Final = {
     Result.IGNORED: 200,
@@ -93,6 +115,8 @@ class ListenError(FleetdError):
 VIEW: Final = web.AppKey[FleetView]("fleetd.view")
 STATE: Final = web.AppKey("fleetd.state", FleetState)
 METRICS: Final = web.AppKey("fleetd.metrics", Registry)
+LOG_LIMIT: Final = web.AppKey("fleetd.log_limit", LogLimiter)
+FETCH_GATE: Final = web.AppKey("fleetd.fetch_gate", FetchGate)
 
 
 def load_secrets(
@@ -107,6 +131,8 @@ def make_app(view: FleetView, state: FleetState, secrets: Mapping[str, Secret]) 
     """The application: fixed endpoints plus one webhook route per configured secret."""
     app = web.Application(client_max_size=MAX_BODY)
     app[VIEW], app[STATE], app[METRICS] = view, state, registry(state)
+    app[LOG_LIMIT], app[FETCH_GATE] = LogLimiter(), FetchGate(view.trigger_fetch)
+    app.on_cleanup.append(_close_gate)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -135,26 +161,45 @@ async def serve(
     app = make_app(
         view, state, load_secrets(github=github_secret, generic=generic_secret, gitlab=gitlab_secret)
     )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=HEADER_TIMEOUT,  # aiohttp closes a connection idle this long before a request
+    )  # fmt: skip
     await runner.setup()
+    listener: asyncio.Server | None = None
     try:
-        await _listen(runner, host, port)
+        listener = await _listen(runner, host, port)
         if ready is not None:
             ready.set()
         await asyncio.Future()  # until cancelled
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
+def connection_limit() -> int:
+    """`MAX_CONNECTIONS`, or a quarter of the open-file limit when that is lower (at least 16)."""
+    return max(16, min(MAX_CONNECTIONS, open_files_limit() // 4))
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> asyncio.Server:
+    assert runner.server is not None
+    guard = ConnectionGuard(runner.server, connection_limit())
     try:
-        await web.TCPSite(runner, host, port).start()
+        listener = await asyncio.get_running_loop().create_server(guard, host, port, backlog=128)
     except OSError as exc:
         raise ListenError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
             "change `listen` in the fleet file or stop what uses the port"
         ) from exc
-    log.info("http: listening on %s", ", ".join(f"{a[0]}:{a[1]}" for a in runner.addresses))
+    addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in listener.sockets)
+    log.info("http: listening on %s (at most %d connections)", addresses, guard.limit)
+    return listener
+
+
+async def _close_gate(app: web.Application) -> None:
+    app[FETCH_GATE].close()
 
 
 # -- handlers ------------------------------------------------------------------
@@ -181,9 +226,13 @@ async def _status(request: web.Request) -> web.Response:
 def _webhook(name: str, verify: Verifier, secret: Secret) -> Handler:
     async def receive(request: web.Request) -> web.Response:
         try:
-            body = await request.read()
+            async with asyncio.timeout(BODY_TIMEOUT):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             verdict = Verdict(result=Result.TOO_LARGE, fetch=False, message=f"body over {MAX_BODY} bytes")
+        except TimeoutError:
+            message = f"the body did not arrive within {BODY_TIMEOUT:g}s"
+            verdict = Verdict(result=Result.BAD_REQUEST, fetch=False, message=message)
         else:
             verdict = for_source(verify(secret, request.headers, body), request.app[VIEW].followed_ref())
         return _answer(request, name, verdict)
@@ -193,9 +242,13 @@ def _webhook(name: str, verify: Verifier, secret: Secret) -> Handler:
 
 def _answer(request: web.Request, receiver: str, verdict: Verdict) -> web.Response:
     request.app[STATE].webhook(receiver, str(verdict.result))
-    if verdict.fetch:
-        request.app[VIEW].trigger_fetch()
-    level = logging.INFO if verdict.result in (Result.ACCEPTED, Result.IGNORED) else logging.WARNING
-    log.log(level, "webhook %s from %s: %s: %s", receiver, request.remote, verdict.result, verdict.message)
+    if verdict.fetch:  # a burst of pushes is at most two fetches (fleetd.api.fetchgate)
+        request.app[FETCH_GATE].push()
+    held = request.app[LOG_LIMIT].allow((receiver, verdict.result, verdict.message))
+    if held is not None:  # a flood of calls is one line every few seconds, plus the metric
+        level = logging.INFO if verdict.result in (Result.ACCEPTED, Result.IGNORED) else logging.WARNING
+        more = f" ({held} more like it since the last line)" if held else ""
+        log.log(level, "webhook %s from %s: %s: %s%s", receiver, request.remote, verdict.result,
+                verdict.message, more)  # fmt: skip
     status = 202 if verdict.fetch else _STATUS.get(verdict.result, 200)
     return web.json_response({"result": verdict.result, "message": verdict.message}, status=status)
