@@ -6,10 +6,22 @@ generated model classes. kubernetes-asyncio contributes what is hard to get
 right: kubeconfig loading (contexts, inline or file certificates, tokens,
 exec credential plugins with refresh) and its aiohttp connection pool.
 
+Nothing here waits without a deadline. The kubeconfig is first made safe
+by `fleetd.kube.kubeconfig` (files it names read without blocking, only the
+chosen context kept); an exec credential plugin is run by
+`fleetd.kube.credentials` within the cluster's ``credential_timeout`` and
+killed when that runs out or the daemon stops — and run again shortly
+before the token it gave expires. Every request has a total deadline
+(``timeout``, `DEFAULT_TIMEOUT` unless the caller says otherwise); a watch
+also ends when the server stays silent for `WATCH_IDLE_TIMEOUT` (a live
+API server sends a bookmark every minute), so a spoke that stops answering
+shows as unreachable instead of quietly keeping its last state.
+
 Errors are translated here, at the boundary, into fleetd's own tree::
 
     KubeError                      (any failure talking to one cluster)
     ├── KubeconfigError            kubeconfig missing, unreadable, no such context (permanent)
+    │   └── CredentialError        the exec credential plugin failed or did not answer in time
     ├── Unreachable                connection refused, TLS failure, timeout (temporary)
     └── ApiError                   the API server answered with an error status
         ├── Unauthorized           401: the credentials are not accepted (permanent)
@@ -36,11 +48,19 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.config import ConfigException, load_kube_config
+from kubernetes_asyncio.config import ConfigException, load_kube_config_from_dict
+from kubernetes_asyncio.config.kube_config import KubeConfigMerger
 
 from fleetd.errors import FleetdError
+from fleetd.kube.credentials import DEFAULT_TIMEOUT as CREDENTIAL_TIMEOUT
+from fleetd.kube.credentials import ExecSpec, PluginFailed, RefreshingToken, run_plugin
+from fleetd.kube.kubeconfig import Unusable, read_regular, resolve
 
 DEFAULT_TIMEOUT = 30.0
+#: A watch that receives nothing (not even a bookmark) for this long is ended as unreachable.
+WATCH_IDLE_TIMEOUT = 150.0
+#: Seconds kubernetes-asyncio may take to build a client from a resolved kubeconfig.
+LOAD_TIMEOUT = 30.0
 
 
 class KubeError(FleetdError):
@@ -54,6 +74,12 @@ class KubeError(FleetdError):
 
 class KubeconfigError(KubeError):
     """The kubeconfig cannot be used (missing file, bad YAML, unknown context)."""
+
+
+class CredentialError(KubeconfigError):
+    """The kubeconfig's exec credential plugin failed, answered nothing usable, or did not answer in time."""
+
+    temporary = True
 
 
 class Unreachable(KubeError):
@@ -242,10 +268,11 @@ class KubeClient:
         """
         params = [*query, ("watch", "1")]
         self.requests["WATCH"] += 1
+        deadline = aiohttp.ClientTimeout(total=timeout, sock_read=WATCH_IDLE_TIMEOUT)
         try:
             resp = await self._api.call_api(
                 path, "GET", query_params=params, header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
+                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=deadline,
             )  # fmt: skip
             async with resp:
                 if not 200 <= resp.status <= 299:
@@ -333,20 +360,72 @@ async def connect(
     *,
     requests: Counter[str] | None = None,
     errors: Counter[str] | None = None,
+    credential_timeout: float = CREDENTIAL_TIMEOUT,
 ) -> KubeClient:
     """Load ``kubeconfig`` (optionally a named ``context``) and return a client for ``cluster``.
 
-    Nothing is sent yet; a bad kubeconfig raises :class:`KubeconfigError`.
-    ``requests``/``errors``: counters to count into (see `KubeClient`).
+    Nothing is sent to the cluster yet, but an exec credential plugin runs
+    now (within ``credential_timeout`` seconds). A bad kubeconfig raises
+    :class:`KubeconfigError`, a failed plugin :class:`CredentialError`.
+    ``requests``/``errors``: counters to count into (see `KubeClient`);
+    plugin failures count as ``errors["credentials"]``.
     """
     if not kubeconfig.is_file():  # noqa: ASYNC240 - one stat(); the kubeconfig is read synchronously next
         raise KubeconfigError(cluster, f"kubeconfig {kubeconfig} does not exist or is not a file")
+    where = f"kubeconfig {kubeconfig}" + (f" (context {context})" if context else "")
+    try:
+        resolved = resolve(_parse(kubeconfig), context=context, base=kubeconfig.parent)
+    except Unusable as exc:
+        raise KubeconfigError(cluster, f"cannot use {where}: {exc}") from exc
+    counted: Counter[str] = Counter() if errors is None else errors
+    refresher = None
+    if resolved.exec is not None:
+        credential = await _plugin(cluster, resolved.exec, credential_timeout, counted)
+        resolved.with_credential(credential)
+        if credential.token is not None and credential.expires is not None:
+            refresher = RefreshingToken(resolved.exec, credential, credential_timeout)
     config = Configuration()
     try:
-        await load_kube_config(config_file=str(kubeconfig), context=context, client_configuration=config)
+        async with asyncio.timeout(LOAD_TIMEOUT):
+            await load_kube_config_from_dict(
+                config_dict=resolved.config, context=resolved.context, client_configuration=config
+            )
     except Exception as exc:
-        where = f" (context {context})" if context else ""
-        raise KubeconfigError(
-            cluster, f"cannot use kubeconfig {kubeconfig}{where}: {type(exc).__name__}: {exc}"
-        ) from exc
-    return KubeClient(cluster, ApiClient(configuration=config), requests=requests, errors=errors)
+        raise KubeconfigError(cluster, f"cannot use {where}: {type(exc).__name__}: {exc}") from exc
+    client = KubeClient(cluster, ApiClient(configuration=config), requests=requests, errors=counted)
+    if refresher is not None:
+        config.refresh_api_key_hook = _renew(cluster, refresher, counted)
+    return client
+
+
+def _parse(kubeconfig: Path) -> object:
+    """The kubeconfig's YAML document; `Unusable` unless it is a readable regular file of sane size."""
+    read_regular(kubeconfig, "kubeconfig")  # a FIFO, device or huge file is refused before parsing
+    try:
+        merger = KubeConfigMerger(str(kubeconfig))
+    except Exception as exc:
+        raise Unusable(f"{type(exc).__name__}: {exc}") from exc
+    if str(kubeconfig) not in merger.config_files:
+        raise Unusable("the path cannot be read as one file (does it contain ':'?)")
+    return merger.config_files[str(kubeconfig)]
+
+
+async def _plugin(cluster: str, spec: ExecSpec, timeout: float, errors: Counter[str]) -> Any:
+    try:
+        return await run_plugin(spec, timeout)
+    except PluginFailed as exc:
+        errors["credentials"] += 1
+        raise CredentialError(cluster, str(exc)) from exc
+
+
+def _renew(cluster: str, token: RefreshingToken, errors: Counter[str]) -> Any:
+    """The hook kubernetes-asyncio calls before every request: renew the plugin's token when due."""
+
+    async def hook(config: Configuration) -> None:
+        try:
+            config.api_key["BearerToken"] = await token.header()
+        except PluginFailed as exc:
+            errors["credentials"] += 1
+            raise CredentialError(cluster, str(exc)) from exc
+
+    return hook
