@@ -37,7 +37,8 @@ or sync that left the inventory disappear with it.
 | `fleetd_rollout_held` | gauge 0/1 | | an operator holds the rollout |
 
 (1) ready, failed, waiting, suspended, held. (2) unreachable, unauthorized,
-forbidden, throttled, server, other. (3) ok, failed. (4) the url without a
+forbidden, throttled, server, credentials (the kubeconfig's exec plugin failed or
+timed out), other. (3) ok, failed. (4) the url without a
 password. (5) accepted, ignored, unauthorized, too_large, bad_request. (6) mirror,
 snapshots.
 Timestamps are Unix seconds; durations are seconds, in buckets from 0.05 s
@@ -71,7 +72,7 @@ CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 Registry = CollectorRegistry
 
 API_ERROR_KINDS: Final = frozenset(
-    {"unreachable", "unauthorized", "forbidden", "throttled", "server", "other"}
+    {"unreachable", "unauthorized", "forbidden", "throttled", "server", "credentials", "other"}
 )
 WEBHOOK_RESULTS: Final = frozenset({"accepted", "ignored", "unauthorized", "too_large", "bad_request"})
 _CS = ("cluster", "sync")

@@ -116,7 +116,9 @@ async def check_cluster(cluster: Cluster, timeout: float) -> ClusterReport:
     """Check one cluster; never raises for cluster problems, records them instead."""
     report = ClusterReport(name=cluster.name, kubeconfig=str(cluster.kubeconfig), context=cluster.context)
     try:
-        client = await connect(cluster.name, cluster.kubeconfig, cluster.context)
+        client = await connect(
+            cluster.name, cluster.kubeconfig, cluster.context, credential_timeout=cluster.credential_timeout
+        )
     except KubeError as exc:
         report.error = exc.detail
         return report

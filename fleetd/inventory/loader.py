@@ -27,6 +27,7 @@ from fleetd.inventory.fields import Document, Table
 from fleetd.inventory.locate import LineIndex
 from fleetd.inventory.model import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_CREDENTIAL_TIMEOUT,
     DEFAULT_LISTEN_HOST,
     DEFAULT_LISTEN_PORT,
     DEFAULT_PRUNE_GRACE,
@@ -49,7 +50,7 @@ FLEET_KEYS = frozenset(
 )
 DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary"})
 CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
-CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend"})
+CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend", "credential_timeout"})
 _SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -264,6 +265,7 @@ class _ClusterDraft:
     variables: dict[str, str]
     wave: int
     suspend: bool
+    credential_timeout: float
     own_syncs: list[Declared]
 
     def build(self, syncs: Sequence[Declared]) -> Cluster:
@@ -276,6 +278,7 @@ class _ClusterDraft:
             variables=frozen_map(self.variables),
             wave=self.wave,
             suspend=self.suspend,
+            credential_timeout=self.credential_timeout,
             syncs=tuple(d.sync for d in syncs),
         )
 
@@ -300,6 +303,7 @@ def _read_cluster_file(path: Path, problems: list[Problem], defaults: SyncDefaul
         variables=root.string_map("variables", syntax.variable_name, lambda _: None),
         wave=table.integer("wave", 0, minimum=0),
         suspend=table.boolean("suspend", False),
+        credential_timeout=table.duration("credential_timeout", DEFAULT_CREDENTIAL_TIMEOUT),
         own_syncs=read_syncs(root, defaults, fleet_wide=False),
     )
 

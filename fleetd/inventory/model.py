@@ -29,6 +29,7 @@ DEFAULT_LISTEN_PORT = 9480
 DEFAULT_CONCURRENCY = 8
 DEFAULT_STATE_DIR = "~/.local/state/fleetd"
 DEFAULT_SOPS_BINARY = "sops"
+DEFAULT_CREDENTIAL_TIMEOUT = 30.0
 DEFAULT_GIT_USERNAME = "git"
 DEFAULT_UPKEEP_INTERVAL = 86400.0
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
@@ -297,6 +298,8 @@ class Cluster:
     """Rollout wave: a new revision reaches wave 0 first, then 1, ..."""
     suspend: bool = False
     """Skip the whole cluster."""
+    credential_timeout: float = DEFAULT_CREDENTIAL_TIMEOUT
+    """Seconds the kubeconfig's exec credential plugin may take before it is killed."""
     syncs: tuple[Sync, ...] = ()
     """Effective syncs: matching fleet-wide ones first, then the cluster's own."""
 

@@ -135,8 +135,9 @@ class ClusterReconciler:
     ) -> AsyncIterator[ClusterReconciler]:
         """Connect, run the drift tracker in a task group of its own, and close everything on exit."""
         client = await connect(
-            cluster.name, cluster.kubeconfig, cluster.context, requests=requests, errors=errors
-        )
+            cluster.name, cluster.kubeconfig, cluster.context, requests=requests, errors=errors,
+            credential_timeout=cluster.credential_timeout,
+        )  # fmt: skip
         failure: Exception | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
