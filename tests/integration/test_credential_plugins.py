@@ -1,4 +1,4 @@
-"""A kubeconfig's exec credential plugin that hangs costs its cluster one visible error, and never outlives fleetd.
+"""An exec credential plugin that hangs costs its cluster one visible error, and never outlives fleetd.
 
 A daemon reconciles two plain spokes and a third whose kubeconfig gets its
 client certificate from an exec plugin. The plugin hangs (and starts a
@@ -6,7 +6,8 @@ helper that would hang too): within the cluster's ``credential_timeout``
 both are killed, and the cluster is a failed status, an unreachable
 cluster, an event and a metric naming the plugin — while the other spokes
 converge. Once the plugin answers, the cluster converges through it. A
-plugin still running when the daemon stops is killed with it.
+plugin still running when the daemon stops is killed with it. A token a
+plugin gives is renewed by running it again before it expires.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import yaml
 
 from fleetd.daemon.events import EventKind
 from fleetd.daemon.root import SHUTDOWN_TIMEOUT, Daemon
+from fleetd.kube.client import connect
+from fleetd.kube.credentials import REFRESH_MARGIN
 from testbed.bed import Spoke
 from tests.gitrepo import WorkRepo
-from tests.integration.fleet import configmap, eventually, running, write_fleet
+from tests.integration.fleet import configmap, eventually, put, running, write_fleet
 
 pytestmark = [pytest.mark.testbed, pytest.mark.timeout(180)]
 
@@ -158,3 +161,49 @@ async def test_a_credential_plugin_still_running_when_the_daemon_stops_is_killed
         daemon.state.status("plugin", "apps") is None or daemon.state.cluster("plugin").reachable is not True
     )
     assert not any(alive(pid) for pid in pids), "the plugin outlived the daemon"
+
+
+async def test_a_plugins_token_is_renewed_by_running_it_again_before_it_expires(
+    spokes: list[Spoke], tmp_path: Path, namespace: str
+) -> None:
+    spoke = spokes[0]
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "plugin-user"}}
+    await put(spoke, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", sa)
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 600},
+    }
+    path = f"/api/v1/namespaces/{namespace}/serviceaccounts/plugin-user/token"
+    token = (await put(spoke, "POST", path, request))["status"]["token"]
+    doc = yaml.safe_load(spoke.kubeconfig.read_text())
+    script = tmp_path / "token-plugin"
+    script.write_text(TOKEN_PLUGIN.format(dir=tmp_path, token=token, seconds=REFRESH_MARGIN + 2))
+    script.chmod(0o755)
+    doc["users"][0]["user"] = {
+        "exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": str(script)}
+    }
+    kubeconfig = tmp_path / "token.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(doc))
+    client = await connect("token", kubeconfig)
+    try:
+        runs = tmp_path / "runs"
+        assert (await client.version())["gitVersion"]
+        assert runs.read_text().split() == ["run"]
+
+        async def renewed() -> bool:
+            await client.version()  # a request after the expiry draws near runs the plugin again
+            return len(runs.read_text().split()) == 2
+
+        await eventually(renewed, "the plugin run again for a fresh token", timeout=20)
+        assert (await client.version())["gitVersion"]
+    finally:
+        await client.close()
+
+
+TOKEN_PLUGIN = """#!/bin/sh
+echo run >> {dir}/runs
+expiry=$(date -u -d "+{seconds:.0f} seconds" +%Y-%m-%dT%H:%M:%SZ)
+printf '{{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+  "status": {{"token": "{token}", "expirationTimestamp": "%s"}}}}' "$expiry"
+"""
