@@ -24,16 +24,35 @@ def where(table: Table, key: str | None = None) -> str:
 
 
 def check_cluster_names(clusters: Sequence[tuple[str, Table]]) -> None:
-    """Report every cluster whose name an earlier file already uses; `Table` = its [cluster]."""
+    """Report every cluster file whose name another file already uses; `Table` = its [cluster].
+
+    The problem goes to the file that *introduced* the clash — the one
+    modified last (ties: the later name) — and names the file and line that
+    had the name first, so a new or edited file is what gets blamed.
+    """
     first: dict[str, Table] = {}
-    for name, table in clusters:
+    for name, table in sorted(clusters, key=lambda c: (_modified(c[1]), str(c[1].doc.file))):
         if name in first:
             table.report(
                 "name",
-                f"cluster name {name!r} is already used by {first[name].doc.file}; "
+                f"cluster name {name!r} is already used by {_named_at(first[name])}; "
                 "cluster names must be unique (rename the file or set [cluster].name)",
             )
         first.setdefault(name, table)
+
+
+def _modified(table: Table) -> int:
+    try:
+        return table.doc.file.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _named_at(table: Table) -> str:
+    """Where a cluster got its name: the ``name`` key's line, else the file itself (named after it)."""
+    if "name" in table.data:
+        return where(table, "name")
+    return f"{table.doc.file} (named after the file)"
 
 
 def check_unique_syncs(syncs: Sequence[Declared]) -> None:

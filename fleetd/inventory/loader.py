@@ -14,7 +14,10 @@ kubeconfig fails one cluster at run time rather than the whole fleet here.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +68,8 @@ def load_fleet(path: Path) -> Fleet:
     clean_fleet_file = not problems  # otherwise its syncs may be incomplete: skip depends_on targets
     cluster_dir = settings.clusters_dir if settings else _guess_clusters_dir(path, text)
     defaults = settings.defaults if settings else SyncDefaults()
-    drafts = [_read_cluster_file(file, problems, defaults) for file in _cluster_files(path, cluster_dir)]
+    files = _cluster_files(path, cluster_dir, problems)
+    drafts = [_read_cluster_file(file, problems, defaults) for file in files]
     found = [draft for draft in drafts if draft is not None]
     fleet_syncs = settings.syncs if settings else []
     clusters = _check_and_build(found, fleet_syncs, clean_fleet_file)
@@ -78,13 +82,25 @@ def load_fleet(path: Path) -> Fleet:
 
 
 def _read(path: Path, problems: list[Problem]) -> str | None:
-    """The text of `path`; on failure record a problem and return None."""
+    """The text of `path`; on failure record a problem and return None.
+
+    Opened without blocking and checked to be a regular file first, so a FIFO
+    or a device in the inventory's place is a problem instead of a hang.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, "rb", opener=_nonblocking) as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                problems.append(Problem(file=path, key="", line=None, message="not a regular file"))
+                return None
+            return file.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         problems.append(Problem(file=path, key="", line=None, message=f"cannot read the file: {reason}"))
         return None
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def _parse(path: Path, text: str, problems: list[Problem]) -> tuple[Document, dict[str, Any]] | None:
@@ -114,13 +130,41 @@ def _guess_clusters_dir(fleet_file: Path, text: str) -> Path:
     return syntax.display_path(fleet_file.parent, match[2] if match else ".")
 
 
-def _cluster_files(fleet_file: Path, directory: Path) -> list[Path]:
-    """The per-cluster files: *.toml in `directory`, minus the fleet file and names starting '.' or '_'."""
+def _cluster_files(fleet_file: Path, directory: Path, problems: list[Problem]) -> list[Path]:
+    """The per-cluster files: *.toml in `directory`, minus the fleet file and names starting '.' or '_'.
+
+    A name that does not lead to a regular file — a dangling symlink, a
+    symlink loop, a directory, a FIFO — is a problem, not a cluster quietly
+    gone: a reload keeps the inventory in force until it is fixed.
+    """
     if not directory.is_dir():
         return []
     fleet = fleet_file.resolve()
-    candidates = sorted(directory.glob("*.toml"))
-    return [p for p in candidates if p.is_file() and p.name[0] not in "._" and p.resolve() != fleet]
+    found = []
+    for path in sorted(directory.glob("*.toml")):
+        if path.name[0] in "._":
+            continue
+        why = _not_a_cluster_file(path)
+        if why is None and path.resolve() != fleet:
+            found.append(path)
+        elif why is not None:
+            problems.append(Problem(file=path, key="", line=None, message=why))
+    return found
+
+
+def _not_a_cluster_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a cluster file, or None when it can."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symlink loop; point it at a cluster file or remove it"
+        if path.is_symlink():
+            return f"is a symlink to {str(path.readlink())!r}, which does not exist; fix or remove it"
+        return f"cannot be read: {error.strerror or error}"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file; cluster files are *.toml files (rename it if it is not one)"
+    return None
 
 
 def _in_order(problems: Sequence[Problem]) -> list[Problem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -894,3 +895,66 @@ class TestReference:
         forms = ("| `{}` |", "### `[{}]`", "### `[[{}]]`", ".{}]`", ".{}]]`")
         undocumented = [k for k in sorted(keys) if not any(form.format(k) in self.DOC for form in forms)]
         assert undocumented == []
+
+
+class TestHostileFiles:
+    """Cluster files that are not files: each one a problem naming it, never a hang or a silent removal."""
+
+    def test_a_dangling_symlink_cluster_file_is_a_problem_naming_its_target(self, tmp_path: Path) -> None:
+        write(tmp_path, {"fleetd.toml": FLEET, "pi5.toml": CLUSTER})
+        (tmp_path / "gone.toml").symlink_to("moved-away.toml")
+        problem = one_problem(tmp_path, {}, "gone.toml", "")
+        assert problem.message == "is a symlink to 'moved-away.toml', which does not exist; fix or remove it"
+
+    def test_a_looping_symlink_cluster_file_is_a_problem(self, tmp_path: Path) -> None:
+        write(tmp_path, {"fleetd.toml": FLEET, "pi5.toml": CLUSTER})
+        (tmp_path / "a.toml").symlink_to("b.toml")
+        (tmp_path / "b.toml").symlink_to("a.toml")
+        problems = problems_of(tmp_path, {})
+        assert sorted(p.file.name for p in problems) == ["a.toml", "b.toml"]
+        assert all("symlink loop" in p.message for p in problems)
+
+    def test_a_fifo_or_a_directory_named_like_a_cluster_file_is_a_problem_not_a_hang(
+        self, tmp_path: Path
+    ) -> None:
+        write(tmp_path, {"fleetd.toml": FLEET, "pi5.toml": CLUSTER})
+        os.mkfifo(tmp_path / "pipe.toml")
+        (tmp_path / "dir.toml").mkdir()
+        problems = problems_of(tmp_path, {})
+        assert sorted(p.file.name for p in problems) == ["dir.toml", "pipe.toml"]
+        assert all("is not a regular file" in p.message for p in problems)
+
+    def test_a_fleet_file_that_is_a_fifo_is_a_problem_not_a_hang(self, tmp_path: Path) -> None:
+        os.mkfifo(tmp_path / "fleetd.toml")
+        with pytest.raises(InventoryError, match="not a regular file"):
+            load_fleet(tmp_path / "fleetd.toml")
+
+    def test_a_symlink_to_a_cluster_file_elsewhere_is_a_cluster(self, tmp_path: Path) -> None:
+        (tmp_path / "elsewhere").mkdir()
+        write(tmp_path / "elsewhere", {"real.toml": CLUSTER})
+        write(tmp_path, {"fleetd.toml": FLEET})
+        (tmp_path / "pi5.toml").symlink_to(tmp_path / "elsewhere" / "real.toml")
+        assert [c.name for c in load_fleet(tmp_path / "fleetd.toml").clusters] == ["pi5"]
+
+
+class TestDuplicateClusterNames:
+    def test_the_file_that_introduced_a_duplicate_name_is_blamed_naming_the_first(
+        self, tmp_path: Path
+    ) -> None:
+        write(tmp_path, {"fleetd.toml": FLEET, "zeta.toml": CLUSTER})
+        old = tmp_path / "zeta.toml"
+        os.utime(old, ns=(old.stat().st_atime_ns, old.stat().st_mtime_ns - 10**9))
+        problem = one_problem(tmp_path, {"added.toml": '[cluster]\nname = "zeta"\nkubeconfig = "k"\n'},
+                              "added.toml", "cluster.name")  # fmt: skip
+        assert problem.line == 2
+        assert problem.message.startswith(
+            f"cluster name 'zeta' is already used by {old} (named after the file)"
+        )
+
+    def test_a_duplicate_names_the_line_where_the_name_was_set_first(self, tmp_path: Path) -> None:
+        write(tmp_path, {"fleetd.toml": FLEET, "one.toml": '[cluster]\nkubeconfig = "k"\nname = "x"\n'})
+        first = tmp_path / "one.toml"
+        os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns - 10**9))
+        problem = one_problem(tmp_path, {"two.toml": '[cluster]\nname = "x"\nkubeconfig = "k"\n'},
+                              "two.toml", "cluster.name")  # fmt: skip
+        assert f"is already used by {first}:3;" in problem.message
