@@ -158,7 +158,8 @@ def _status(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"fleetd status: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(json.dumps(rows, indent=2) if args.json else "\n".join([render_status(rows), *lines]))
+    warnings = [] if args.json else [f"warning: {w}" for w in fleet.warnings]
+    print(json.dumps(rows, indent=2) if args.json else "\n".join([render_status(rows), *lines, *warnings]))
     return EXIT_OK if all(r["result"] == "ready" for r in rows) else EXIT_PROBLEMS
 
 

@@ -89,6 +89,8 @@ class Reloader:
             self._state.inventory(None, str(exc))
             self.reloaded.set()
             return False
+        for warning in new.warnings:  # valid, but probably not meant: a selector matching nothing
+            log.warning("inventory: %s", warning)
         old = self._state.fleet
         self._state.inventory(new, None)
         summary = await self._apply(old, new)

@@ -345,6 +345,8 @@ async def serve(config: Path) -> int:
 
 async def _serve(fleet: Fleet) -> int:
     raise_open_files_limit()
+    for warning in fleet.warnings:  # valid, but probably not meant: a selector matching nothing
+        log.warning("inventory: %s", warning)
     try:
         daemon = Daemon(fleet)
     except StoreError as exc:

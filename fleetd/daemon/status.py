@@ -56,7 +56,7 @@ def status_document(state: FleetState, snapshot_for: Callable[[str], Snapshot | 
             "last_fetch": source.last_fetch,
         },
         "state": {"recording": state.recording_error is None, "error": state.recording_error},
-        "inventory": {"error": state.inventory_error},
+        "inventory": {"error": state.inventory_error, "warnings": [str(w) for w in fleet.warnings]},
         "rollout": state.position().to_json(),
         "clusters": [_cluster(state, c.name, snapshot_for) for c in fleet.clusters],
     }
