@@ -35,7 +35,7 @@ from fleetd.daemon.systemd import Notifier
 from fleetd.daemon.worker import ClusterWorker
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Decryption, Fleet, load_fleet
-from fleetd.render.manifests import Decrypt, RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.secrets.sops import KeyRing, SopsError, decrypt_bytes
 from fleetd.source.git import GitSourceFetcher, Snapshot, SourceError, redact
 

@@ -31,7 +31,7 @@ from fleetd.reconcile.apply import Applier
 from fleetd.reconcile.drift import DriftObserver, DriftTracker
 from fleetd.reconcile.ledger import LedgerStore
 from fleetd.reconcile.sync import ClusterSession, prune_removed_syncs, reconcile_sync
-from fleetd.render.manifests import Decrypt, RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.source.git import Snapshot
 from fleetd.util.backoff import backoff
 

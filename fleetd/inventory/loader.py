@@ -54,7 +54,7 @@ FLEET_KEYS = frozenset(
 )
 SOURCE_KEYS = frozenset({"url", "branch", "tag", "semver", "commit", "interval", "timeout", "auth"})
 AUTH_KEYS = frozenset({"ssh_key_file", "known_hosts_file", "token_file", "username"})
-DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary"})
+DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary", "require_encrypted_secrets"})
 WEBHOOK_KEYS = frozenset({"github_secret_file", "generic_secret_file"})
 CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
 CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend"})
@@ -314,6 +314,7 @@ def _read_decryption(table: Table | None, base: Path) -> Decryption:
         age_key_files=tuple(syntax.resolve_path(base, key) for key in age_keys),
         gnupg_home=syntax.resolve_path(base, gnupg_home) if gnupg_home else None,
         sops_binary=str(syntax.resolve_path(base, sops)) if "/" in sops else sops,
+        require_encrypted_secrets=table.boolean("require_encrypted_secrets", False),
     )
 
 

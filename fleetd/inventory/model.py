@@ -204,6 +204,8 @@ class Decryption:
     """GnuPG home holding PGP secret keys; None = GnuPG's default."""
     sops_binary: str = DEFAULT_SOPS_BINARY
     """The sops executable for what fleetd does not decrypt natively: a name on PATH or a path."""
+    require_encrypted_secrets: bool = False
+    """A Secret stored in git unencrypted fails its sync's render (else it is only a warning)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -92,7 +92,7 @@ from fleetd.reconcile.apply import (
 from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.prune import refuses
 from fleetd.reconcile.sync import ClusterSession, desired_objects
-from fleetd.render.manifests import RenderCache, RenderError
+from fleetd.render import RenderCache, RenderError
 from fleetd.source.git import GitSourceFetcher, Snapshot, remove_tree
 
 Action = Literal["created", "changed", "unchanged", "pruned"]

@@ -45,7 +45,7 @@ from fleetd.reconcile.drift import DriftTracker, Managed, managed_from
 from fleetd.reconcile.health import wait_healthy
 from fleetd.reconcile.ledger import Ledger, LedgerStore
 from fleetd.reconcile.prune import Pruned, prune
-from fleetd.render.manifests import Decrypt, RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.source.git import Snapshot
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ import base64
 import json
 import re
 import stat
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Mapping
@@ -25,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fleetd.render.kustomize import KustomizeError, build, environment, find_binary, is_remote
 from fleetd.render import kustomize
+from fleetd.render.kustomize import KustomizeError, build, environment, find_binary, is_remote
 from fleetd.secrets.sops import MacMismatch
 from testbed.build import toolset
 
@@ -38,6 +37,11 @@ def kustomize_bin() -> Path:
     path = toolset().path("kustomize")
     assert path.is_file(), "build the test bed first: python -m testbed build"
     return path
+
+
+async def built_text(directory: Path, **options: Any) -> str:
+    """What `build` printed, as text."""
+    return (await build(directory, **options)).output.decode()
 
 
 def write(root: Path, files: Mapping[str, str]) -> None:
@@ -76,7 +80,7 @@ class TestBuilding:
                     """,
             },
         )
-        output = await build(tmp_path / "overlay", root=tmp_path, binary=kustomize_bin)
+        output = await built_text(tmp_path / "overlay", root=tmp_path, binary=kustomize_bin)
         assert "level: debug" in output
         assert "name: settings" in output
 
@@ -261,12 +265,13 @@ class TestFindingTheBinary:
         monkeypatch.setenv("FLEETD_KUSTOMIZE", "/from/env/kustomize")
         assert find_binary() == Path("/from/env/kustomize")
 
-    def test_then_path_then_the_test_bed(
+    def test_then_the_one_on_path(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kustomize_bin: Path
     ) -> None:
         monkeypatch.delenv("FLEETD_KUSTOMIZE", raising=False)
         monkeypatch.setenv("PATH", str(tmp_path))
-        assert find_binary() == kustomize_bin
+        with pytest.raises(KustomizeError, match="not found on PATH"):
+            find_binary()
         (tmp_path / "kustomize").symlink_to(kustomize_bin)
         assert find_binary() == tmp_path / "kustomize"
 
@@ -352,10 +357,11 @@ def secret_data(output: str) -> dict[str, str]:
 
 @pytest.fixture
 def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A TMPDIR of the test's own, so leftovers of other processes do not count."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    """A runtime directory of the test's own (the first place private copies go), so leftovers of
+    other processes do not count."""
+    tmp = tmp_path / "runtime"
+    tmp.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp))
     return tmp
 
 
@@ -365,7 +371,7 @@ class TestEncryptedInputs:
     ) -> None:
         generator_app(tmp_path)
         hook = FakeSops()
-        output = await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
+        output = await built_text(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
         assert secret_data(output) == {
             "PASSWORD": "hunter2-dotenv",
             "MODE": "plain",
@@ -390,7 +396,9 @@ class TestEncryptedInputs:
                 "overlay/kustomization.yaml": "namespace: prod\nnamePrefix: p-\nresources: [../base]\n",
             },
         )
-        output = await build(tmp_path / "overlay", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops())
+        output = await built_text(
+            tmp_path / "overlay", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops()
+        )
         (built,) = yaml.safe_load_all(output)
         assert built["metadata"] == {"name": "p-db", "namespace": "prod"}
         assert built["data"] == {"pw": "aHVudGVy"}
@@ -408,7 +416,7 @@ class TestEncryptedInputs:
             },
         )
         hook = FakeSops()
-        output = await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
+        output = await built_text(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
         assert secret_data(output) == {"A": "from-txt", "B": "plain"}
         assert hook.calls == ["dotenv"]
 
@@ -468,7 +476,7 @@ class TestThePrivateCopy:
         stand_in = tmp_path / "stand-in-kustomize"  # reports what it was given instead of building
         stand_in.write_text('#!/bin/sh\nstat -c "%a" "$4/creds.env" "$4/../.."\ncat "$4/creds.env"\n')
         stand_in.chmod(0o755)
-        output = await build(tmp_path / "app", root=tmp_path, binary=stand_in, decrypt=FakeSops())
+        output = await built_text(tmp_path / "app", root=tmp_path, binary=stand_in, decrypt=FakeSops())
         assert output.splitlines() == ["600", "700", "PASSWORD=hunter2-dotenv"]
         assert leftovers(private_tmp) == []
 
