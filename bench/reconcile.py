@@ -51,7 +51,7 @@ def cpu() -> float:
 
 async def measure(daemon: Daemon, label: str, revision: str, start: float, cpu0: float, req0: int) -> None:
     def statuses() -> list[SyncStatus | None]:
-        return [w.statuses.get("load") for w in daemon.workers.values()]
+        return [daemon.state.status(name, "load") for name in daemon.workers]
 
     while not all(s is not None and s.revision == revision and s.attempted_at >= start for s in statuses()):
         await asyncio.sleep(0.02)

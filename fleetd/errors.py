@@ -6,8 +6,19 @@ bug. Third-party errors are translated where their library enters fleetd and
 chained with ``raise ... from``. The tree, which other stages extend::
 
     FleetdError             anything fleetd raises on purpose
-     └── InventoryError     the TOML inventory is unreadable or invalid;
-                            carries every Problem found in one load
+     ├── InventoryError     the TOML inventory is unreadable or invalid;
+     │                      carries every Problem found in one load
+     ├── KubeError          (fleetd.kube.client) one cluster's API failed
+     ├── SourceError        (fleetd.source) fetching the repository failed
+     ├── RenderError        (fleetd.render) a sync's files cannot be rendered
+     └── StoreError         (fleetd.daemon.store) the state directory cannot be written
+
+Retry semantics travel with the error, as in kopf: ``temporary`` says
+whether trying the same thing again later may succeed without anyone
+changing an input (a refused connection, a 429, a 5xx), and
+``retry_after`` is the delay the other side asked for, if any. Permanent
+errors are retried too (the input may be fixed at any moment), but only on
+the normal back-off, and their message says what to change.
 
 A `Problem` is one located complaint (file, key, line, what to do), kept as
 data so that the CLI, the status API and logs can each render it.
@@ -22,6 +33,11 @@ from pathlib import Path
 
 class FleetdError(Exception):
     """Root of every error fleetd raises on purpose."""
+
+    #: Whether retrying later may succeed with no input changed.
+    temporary: bool = False
+    #: Seconds the other side asked us to wait before retrying (e.g. ``Retry-After``), if any.
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ daemon's own stop bound.
 
 Endpoints::
 
-    GET  /metrics        Prometheus text format, from the daemon's FleetMetrics
+    GET  /metrics        Prometheus text format, read from the fleet state at scrape time
     GET  /healthz        200 "ok" while the event loop answers (liveness)
     GET  /readyz         200 once the inventory is loaded and the source fetched, else 503 + reason
     GET  /api/v1/status  JSON from FleetView.status_document()
@@ -37,8 +37,9 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from fleetd.api.metrics import CONTENT_TYPE, FleetMetrics
+from fleetd.api.metrics import CONTENT_TYPE, Registry, exposition, registry
 from fleetd.api.webhooks import RECEIVERS, Result, Secret, Verdict, Verifier
+from fleetd.daemon.state import FleetState
 from fleetd.errors import FleetdError
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,14 @@ class FleetView(Protocol):
         """Fetch the repository now and reconcile what changed."""
         ...
 
-    def refresh_metrics(self) -> None:
-        """Update gauges that follow live state, right before a scrape."""
-        ...
-
 
 class ListenError(FleetdError):
     """The HTTP server cannot listen on the configured address."""
 
 
 VIEW: Final = web.AppKey[FleetView]("fleetd.view")
-METRICS: Final = web.AppKey("fleetd.api.metrics", FleetMetrics)
+STATE: Final = web.AppKey("fleetd.state", FleetState)
+METRICS: Final = web.AppKey("fleetd.metrics", Registry)
 
 
 def load_secrets(*, github: Path | None, generic: Path | None) -> dict[str, Secret]:
@@ -98,10 +96,10 @@ def load_secrets(*, github: Path | None, generic: Path | None) -> dict[str, Secr
     return {name: Secret.read(path) for name, path in paths.items() if path is not None}
 
 
-def make_app(view: FleetView, metrics: FleetMetrics, secrets: Mapping[str, Secret]) -> web.Application:
+def make_app(view: FleetView, state: FleetState, secrets: Mapping[str, Secret]) -> web.Application:
     """The application: fixed endpoints plus one webhook route per configured secret."""
     app = web.Application(client_max_size=MAX_BODY)
-    app[VIEW], app[METRICS] = view, metrics
+    app[VIEW], app[STATE], app[METRICS] = view, state, registry(state)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -113,7 +111,7 @@ def make_app(view: FleetView, metrics: FleetMetrics, secrets: Mapping[str, Secre
 
 async def serve(
     view: FleetView,
-    metrics: FleetMetrics,
+    state: FleetState,
     *,
     host: str,
     port: int,
@@ -126,7 +124,7 @@ async def serve(
     Raises `WebhookSecretError` (bad secret file) or `ListenError` (address
     in use, not local) before listening.
     """
-    app = make_app(view, metrics, load_secrets(github=github_secret, generic=generic_secret))
+    app = make_app(view, state, load_secrets(github=github_secret, generic=generic_secret))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
@@ -153,8 +151,7 @@ async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    request.app[VIEW].refresh_metrics()
-    body = request.app[METRICS].exposition()
+    body = exposition(request.app[METRICS])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -185,7 +182,7 @@ def _webhook(name: str, verify: Verifier, secret: Secret) -> Handler:
 
 
 def _answer(request: web.Request, receiver: str, verdict: Verdict) -> web.Response:
-    request.app[METRICS].record_webhook(receiver, verdict.result)
+    request.app[STATE].webhook(receiver, str(verdict.result))
     if verdict.fetch:
         request.app[VIEW].trigger_fetch()
     level = logging.INFO if verdict.result in (Result.ACCEPTED, Result.IGNORED) else logging.WARNING

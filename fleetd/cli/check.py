@@ -14,7 +14,7 @@ next, works whether or not a daemon runs, and never touches the daemon's
 state directory (a second writer to its git mirror could corrupt it). The
 price is one full fetch per check. Every file a sync's render reads
 (`fleetd.render.manifests.sync_files`) whose content carries SOPS metadata is
-decrypted with the hook the daemon builds (`fleetd.daemon.root.decryptor`); the
+decrypted with the hook the daemon builds (`fleetd.secrets.decryptor`); the
 plaintext is dropped at once and never printed. A source that cannot be
 fetched, a sync path that is not there, and a file no key opens are
 problems (exit code 1).
@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetd.daemon.root import decryptor
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet
 from fleetd.kube.client import KubeClient, KubeError, connect
 from fleetd.reconcile.ledger import SYSTEM_NAMESPACE
 from fleetd.render import Decrypt, RenderError, sync_files
+from fleetd.secrets.decryptor import decryptor
 from fleetd.secrets.scan import NO_KEYS, TRUNCATED, encrypted_format, failure_text, is_truncated
 from fleetd.secrets.sops import Format, NoKeysConfigured, SopsError, WrongKey
 from fleetd.secrets.tree import load as load_sops

@@ -20,14 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fleetd import __version__
-from fleetd.cli.check import check_everything, render_secrets, render_table
 from fleetd.cli import commands
+from fleetd.cli import diff as diff_command
+from fleetd.cli.check import check_everything, render_secrets, render_table
+from fleetd.cli.status import render_status, rollout_lines
 from fleetd.daemon.root import serve
-from fleetd.daemon.status import render_status, rollout_lines, status_rows
-from fleetd.daemon.store import StateStore
+from fleetd.daemon.status import status_rows
+from fleetd.daemon.store import StateStore, StoreError
 from fleetd.errors import InventoryError
 from fleetd.inventory import Fleet, load_fleet
-from fleetd.reconcile import diff as diff_command
 from fleetd.util import logs
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
@@ -150,13 +151,14 @@ def _status(args: argparse.Namespace) -> int:
     fleet = _load(args.config, args.json)
     if fleet is None:
         return EXIT_ERROR
-    state = StateStore(fleet.state_dir)
-    rows = status_rows(fleet, state)
-    print(
-        json.dumps(rows, indent=2)
-        if args.json
-        else "\n".join([render_status(rows), *rollout_lines(fleet, state)])
-    )
+    try:
+        state = StateStore(fleet.state_dir)
+        rows = status_rows(fleet, state)
+        lines = [] if args.json else rollout_lines(fleet, state)
+    except StoreError as exc:
+        print(f"fleetd status: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(rows, indent=2) if args.json else "\n".join([render_status(rows), *lines]))
     return EXIT_OK if all(r["result"] == "ready" for r in rows) else EXIT_PROBLEMS
 
 

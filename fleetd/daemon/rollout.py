@@ -26,8 +26,6 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from fleetd.daemon.store import StateStore
-
 log = logging.getLogger(__name__)
 
 #: (wave, revision) -> whether every cluster of the wave is healthy at the revision.
@@ -57,24 +55,26 @@ class Position:
 class Rollout:
     """Which revision each wave may apply; see the module docstring."""
 
-    def __init__(self, waves: Iterable[int], state: StateStore) -> None:
+    def __init__(self, waves: Iterable[int], allowed: dict[int, str], *, held: bool = False) -> None:
         self.waves = sorted(set(waves)) or [0]
-        self._state = state
-        self.allowed: dict[int, str] = {w: r for w, r in state.rollout().items() if w in self.waves}
-        self.held = state.flag("rollout_held")
+        self.allowed: dict[int, str] = {w: r for w, r in allowed.items() if w in self.waves}
+        self.held = held
         self.target: str | None = None
         self._promote = False
+
+    def set_waves(self, waves: Iterable[int]) -> None:
+        """The inventory changed: keep the revisions of the waves that still exist."""
+        self.waves = sorted(set(waves)) or [0]
+        self.allowed = {w: r for w, r in self.allowed.items() if w in self.waves}
 
     def revision_for(self, wave: int) -> str | None:
         return self.allowed.get(wave)
 
     def hold(self) -> None:
         self.held = True
-        self._state.set_flag("rollout_held", True)
 
     def resume(self) -> None:
         self.held = False
-        self._state.set_flag("rollout_held", False)
 
     def promote(self) -> None:
         """Let the next wave take the target even if the wave before it is not healthy."""
@@ -93,7 +93,6 @@ class Rollout:
                 gate_open, self._promote = True, False
             if gate_open:
                 self.allowed[wave] = target
-                self._state.save_rollout(wave, target)
                 moved.append(wave)
             break
         if moved:

@@ -1,31 +1,35 @@
-"""``fleetd status``: what the last reconcile of every sync did, from the state directory.
+"""The one shape of a sync's status, for the status API, the control socket and ``fleetd status``.
 
 Rows come from the inventory (every cluster and sync that *should* exist)
-joined with the persisted statuses, so a sync that never ran shows up as
-``pending`` instead of being silently absent.
+joined with the statuses, so a sync that never ran shows up as ``pending``
+instead of being silently absent. `status_document` reads a live
+`FleetState`; `status_rows` reads the state directory, so ``fleetd status``
+works without a running daemon.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Any
 
+from fleetd.daemon.state import FleetState
 from fleetd.daemon.store import StateStore, SyncStatus
 from fleetd.inventory import Fleet
-from fleetd.util.durations import format_duration
+from fleetd.source.git import Snapshot, redact
 
 
 def sync_fields(status: SyncStatus | None) -> dict[str, Any]:
     """What a sync's last status says, for tables and JSON (``pending`` when it never ran)."""
     return {
         "revision": status.revision if status else None,
-        "result": status.result if status else "pending",
+        "result": str(status.result) if status else "pending",
         "objects": status.objects if status else 0,
         "changed": status.changed if status else 0,
         "pruned": status.pruned if status else 0,
         "error": status.error if status else None,
         "attempted_at": status.attempted_at if status else None,
         "succeeded_at": status.succeeded_at if status else None,
+        "written": list(status.written) if status else [],
     }
 
 
@@ -39,30 +43,37 @@ def status_rows(fleet: Fleet, state: StateStore) -> list[dict[str, Any]]:
     ]
 
 
-def _age(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return format_duration(max(0.0, round(time.time() - timestamp)))
+def status_document(state: FleetState, snapshot_for: Callable[[str], Snapshot | None]) -> dict[str, Any]:
+    """The whole fleet as JSON, nothing secret in it (the status API and ``fleetd`` over the socket)."""
+    fleet, source = state.fleet, state.source
+    return {
+        "fleet": fleet.name,
+        "source": {
+            "url": redact(fleet.source.url),
+            "ref": f"{fleet.source.ref.kind} {fleet.source.ref.value}",
+            "revision": source.revision,
+            "last_error": source.last_error,
+            "last_fetch": source.last_fetch,
+        },
+        "state": {"recording": state.recording_error is None, "error": state.recording_error},
+        "inventory": {"error": state.inventory_error},
+        "rollout": state.position().to_json(),
+        "clusters": [_cluster(state, c.name, snapshot_for) for c in fleet.clusters],
+    }
 
 
-def render_status(rows: list[dict[str, Any]]) -> str:
-    """A table, then one line per error."""
-    table = [("CLUSTER", "SYNC", "REVISION", "RESULT", "OBJECTS", "AGE")]
-    for r in rows:
-        rev = (r["revision"] or "-")[:12]
-        table.append((r["cluster"], r["sync"], rev, r["result"], str(r["objects"]), _age(r["attempted_at"])))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines += [f"{r['cluster']}/{r['sync']}: {r['error']}" for r in rows if r["error"]]
-    return "\n".join(lines)
-
-
-def rollout_lines(fleet: Fleet, state: StateStore) -> list[str]:
-    """Where each rollout wave stands, when the fleet has more than one wave."""
-    waves = sorted({c.wave for c in fleet.clusters})
-    if len(waves) < 2:
-        return []
-    allowed = state.rollout()
-    held = " (held by an operator: fleetd rollout resume)" if state.flag("rollout_held") else ""
-    parts = [f"wave {w} at {(allowed.get(w) or '-')[:12]}" for w in waves]
-    return [f"rollout: {', '.join(parts)}{held}"]
+def _cluster(state: FleetState, name: str, snapshot_for: Callable[[str], Snapshot | None]) -> dict[str, Any]:
+    cluster, health = state.fleet.cluster(name), state.cluster(name)
+    syncs = [
+        {
+            "name": s.name,
+            **sync_fields(state.status(name, s.name)),
+            "drifted": state.drifted_count(name, s.name),
+        }
+        for s in cluster.syncs
+    ]
+    snapshot = snapshot_for(name)
+    return {
+        "name": name, "wave": cluster.wave, "revision": snapshot.revision if snapshot else None,
+        "reachable": health.reachable, "last_error": health.last_error, "syncs": syncs,
+    }  # fmt: skip

@@ -10,11 +10,22 @@ running daemon. Ledgers are primarily kept in the spokes (see
 Nothing secret is stored: object identities, revisions, counts and error
 messages (which never contain values; see the render and secrets stages).
 SQLite runs in WAL mode so ``fleetd status`` can read while the daemon
-writes.
+writes. The event journal (`fleetd.daemon.events`) is kept here too,
+bounded to the newest `JOURNAL_SIZE` events.
+
+Failure is contained: every SQLite or file-system error is raised as
+`StoreError`, which the fleet state turns into "cannot record" (an event
+and a failing ``/readyz``) while reconciling goes on. A database that is
+not a database (corrupt, truncated, overwritten) is moved aside at open as
+``fleetd.db.corrupt-<time>`` and a fresh one is created: everything in it
+is rebuilt from the spokes' ledgers and the next reconciles. The schema
+carries a version (``PRAGMA user_version``) and is migrated forward at open.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,8 +33,25 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetd.daemon.events import Event
+from fleetd.errors import FleetdError
 from fleetd.kube.objects import Entry
 from fleetd.reconcile.ledger import Ledger
+from fleetd.reconcile.outcome import Result
+
+log = logging.getLogger(__name__)
+
+#: Events kept in the journal; older ones are dropped.
+JOURNAL_SIZE = 10_000
+#: The schema version this code writes (``PRAGMA user_version``).
+SCHEMA_VERSION = 2
+
+
+class StoreError(FleetdError):
+    """The state directory cannot be read or written (full, read-only, corrupt, gone)."""
+
+    temporary = True
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sync_status (
@@ -62,6 +90,23 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (cluster, sync)
 );
 """
+#: Migrations from version N-1 to N, in order (version 1 is the schema above, unversioned before).
+_MIGRATIONS = {
+    2: """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    cluster TEXT,
+    sync TEXT,
+    revision TEXT,
+    message TEXT NOT NULL,
+    objects TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_cluster ON events (cluster, sync, id);
+""",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +116,7 @@ class SyncStatus:
     cluster: str
     sync: str
     revision: str
-    result: str  # "ready" | "failed" | "waiting" | "suspended"
+    result: Result
     objects: int = 0
     changed: int = 0
     pruned: int = 0
@@ -79,22 +124,78 @@ class SyncStatus:
     attempted_at: float = 0.0
     succeeded_at: float | None = None
     duration: float = 0.0
+    written: tuple[str, ...] = ()
+    """Objects a failed reconcile wrote before failing (kept until the sync converges)."""
+
+
+_STATUS_COLUMNS = (
+    "cluster", "sync", "revision", "result", "objects", "changed", "pruned", "error", "attempted_at",
+    "succeeded_at", "duration",
+)  # fmt: skip
 
 
 class StateStore:
-    """SQLite file ``<state_dir>/fleetd.db``; one short transaction per call."""
+    """SQLite file ``<state_dir>/fleetd.db``; one short transaction per call.
 
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ``recover``: move a corrupt database aside and start a fresh one (the
+    daemon); without it a corrupt database raises `StoreError` (read-only
+    commands such as ``fleetd status``, which must not destroy anything).
+    """
+
+    def __init__(self, state_dir: Path, *, recover: bool = False) -> None:
         self.path = state_dir / "fleetd.db"
-        with self._connect() as db:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if not recover or (isinstance(exc, sqlite3.OperationalError) and not _corrupt(exc)):
+                raise StoreError(_describe(self.path, exc)) from exc
+            self._move_aside(exc)
+            try:
+                self._open()
+            except (sqlite3.Error, OSError) as again:
+                raise StoreError(_describe(self.path, again)) from again
+        except OSError as exc:
+            raise StoreError(_describe(self.path, exc)) from exc
+
+    def _open(self) -> None:
+        with self._connect(raw=True) as db:
             db.execute("PRAGMA journal_mode=WAL")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer fleetd (schema {version}, this one knows "
+                    f"{SCHEMA_VERSION}); upgrade fleetd or move the file aside"
+                )
             db.executescript(_SCHEMA)
+            for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                db.executescript(_MIGRATIONS[target])
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("SELECT count(*) FROM sync_status").fetchone()  # reads a page: corrupt files fail here
+
+    def _move_aside(self, exc: BaseException) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        log.error(
+            "state database %s is unusable (%s); moved aside to %s and starting a fresh one: statuses "
+            "are rebuilt from the spokes' ledgers and the next reconciles",
+            self.path, exc, aside.name,
+        )  # fmt: skip
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                source.replace(Path(f"{aside}{suffix}"))
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
-            yield db
+    def _connect(self, *, raw: bool = False) -> Iterator[sqlite3.Connection]:
+        if raw:
+            with closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
+                yield db
+            return
+        try:
+            with closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
+                yield db
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(_describe(self.path, exc)) from exc
 
     def save_status(self, s: SyncStatus) -> None:
         with self._connect() as db:
@@ -102,7 +203,7 @@ class StateStore:
                 "INSERT OR REPLACE INTO sync_status VALUES (?,?,?,?,?,?,?,?,?,"
                 " COALESCE(?, (SELECT succeeded_at FROM sync_status WHERE cluster=? AND sync=?)),?)",
                 (
-                    s.cluster, s.sync, s.revision, s.result, s.objects, s.changed, s.pruned, s.error,
+                    s.cluster, s.sync, s.revision, str(s.result), s.objects, s.changed, s.pruned, s.error,
                     s.attempted_at or time.time(), s.succeeded_at, s.cluster, s.sync, s.duration,
                 ),
             )  # fmt: skip
@@ -110,10 +211,59 @@ class StateStore:
     def statuses(self) -> list[SyncStatus]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT cluster, sync, revision, result, objects, changed, pruned, error, attempted_at,"
-                " succeeded_at, duration FROM sync_status ORDER BY cluster, sync"
+                f"SELECT {', '.join(_STATUS_COLUMNS)} FROM sync_status ORDER BY cluster, sync"  # noqa: S608
             ).fetchall()
-        return [SyncStatus(**dict(zip(SyncStatus.__slots__, row, strict=True))) for row in rows]
+        return [_status(row) for row in rows]
+
+    # -- the event journal -------------------------------------------------------
+
+    def append_event(self, event: Event) -> Event:
+        """Record ``event`` and return it with its journal id; the journal keeps `JOURNAL_SIZE` events."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO events (time, kind, severity, cluster, sync, revision, message, objects)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    event.time, str(event.kind), str(event.severity), event.cluster, event.sync,
+                    event.revision, event.message, json.dumps(list(event.objects)),
+                ),
+            )  # fmt: skip
+            id_ = int(cursor.lastrowid or 0)
+            if id_ % 100 == 0:
+                db.execute("DELETE FROM events WHERE id <= ?", (id_ - JOURNAL_SIZE,))
+        return event.numbered(id_)
+
+    def events(
+        self,
+        *,
+        cluster: str | None = None,
+        sync: str | None = None,
+        kinds: tuple[str, ...] = (),
+        since: float | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Journal events matching every given filter, oldest first, at most ``limit`` (the newest)."""
+        where: list[str] = ["1=1"]
+        args: list[object] = []
+        for column, value in (("cluster", cluster), ("sync", sync)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if kinds:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            args += list(kinds)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        columns = "id, time, kind, severity, cluster, sync, revision, message, objects"
+        query = f"SELECT {columns} FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        with self._connect() as db:
+            rows = db.execute(query, (*args, max(1, min(limit, JOURNAL_SIZE)))).fetchall()
+        return [_event(row) for row in reversed(rows)]
 
     def forget_status(self, cluster: str, sync: str) -> None:
         with self._connect() as db:
@@ -173,3 +323,40 @@ class StateStore:
                 db.execute("INSERT OR REPLACE INTO suspensions VALUES (?, ?)", (cluster, sync))
             else:
                 db.execute("DELETE FROM suspensions WHERE cluster=? AND sync=?", (cluster, sync))
+
+
+def _status(row: tuple[object, ...]) -> SyncStatus:
+    values = dict(zip(_STATUS_COLUMNS, row, strict=True))
+    try:
+        result = Result(str(values.pop("result")))
+    except ValueError:
+        result = Result.PENDING
+    return SyncStatus(result=result, **values)  # type: ignore[arg-type]
+
+
+def _event(row: tuple[object, ...]) -> Event:
+    id_, time_, kind, severity, cluster, sync, revision, message, objects = row
+    return Event.from_json(
+        {
+            "id": id_, "time": time_, "kind": kind, "severity": severity, "cluster": cluster,
+            "sync": sync, "revision": revision, "message": message, "objects": json.loads(str(objects)),
+        }
+    )  # fmt: skip
+
+
+def _corrupt(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "disk image" in text
+
+
+def _describe(path: Path, exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    hint = ""
+    lowered = text.lower()
+    if "full" in lowered or "no space" in lowered:
+        hint = "; free space on the file system of the state directory"
+    elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+        hint = "; make the state directory writable by fleetd's user"
+    return f"cannot record state in {path}: {text}{hint}"

@@ -12,11 +12,14 @@ Errors are translated here, at the boundary, into fleetd's own tree::
     ├── KubeconfigError            kubeconfig missing, unreadable, no such context (permanent)
     ├── Unreachable                connection refused, TLS failure, timeout (temporary)
     └── ApiError                   the API server answered with an error status
+        ├── Unauthorized           401: the credentials are not accepted (permanent)
         ├── Forbidden              403: RBAC denies fleetd (permanent until RBAC changes)
-        ├── NotFound               404
-        ├── Conflict               409
+        ├── NotFound               404 (permanent)
+        ├── Conflict               409 (temporary: someone else wrote first)
         ├── Gone                   410: a watch's resourceVersion is too old
-        └── Invalid                422: the object failed validation
+        ├── Invalid                422: the object failed validation (permanent)
+        ├── TooManyRequests        429: throttled; ``retry_after`` from the Retry-After header
+        └── ServerError            5xx: the server failed (temporary)
 
 Every error carries the cluster name so a message can say where it happened.
 """
@@ -56,15 +59,24 @@ class KubeconfigError(KubeError):
 class Unreachable(KubeError):
     """The API server could not be reached (refused, TLS, timeout); retry later."""
 
+    temporary = True
+
 
 class ApiError(KubeError):
     """The API server answered with an error status."""
 
-    def __init__(self, cluster: str, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, cluster: str, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(cluster, f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.api_message = message
+        self.retry_after = retry_after
+
+
+class Unauthorized(ApiError):
+    """401: the kubeconfig's credentials are not accepted (expired token, wrong certificate)."""
 
 
 class Forbidden(ApiError):
@@ -78,6 +90,8 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     """409: conflict (exists already, or a stale resourceVersion)."""
 
+    temporary = True
+
 
 class Gone(ApiError):
     """410: the requested resourceVersion is too old."""
@@ -87,37 +101,71 @@ class Invalid(ApiError):
     """422: the object failed validation."""
 
 
+class TooManyRequests(ApiError):
+    """429: the server throttles fleetd; ``retry_after`` says for how long, when it said."""
+
+    temporary = True
+
+
+class ServerError(ApiError):
+    """5xx: the API server (or something behind it, such as etcd or a webhook) failed."""
+
+    temporary = True
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
+    401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     409: Conflict,
     410: Gone,
     422: Invalid,
+    429: TooManyRequests,
 }
+#: Longest Retry-After honoured (seconds): a hostile or broken server cannot park a cluster for days.
+MAX_RETRY_AFTER = 300.0
 _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, ssl.SSLError)
 
 
-def api_error(cluster: str, status: int, body: bytes) -> ApiError:
-    """Build the right :class:`ApiError` from a response status and its ``Status`` body."""
+def api_error(cluster: str, status: int, body: bytes, retry_after: str | None = None) -> ApiError:
+    """Build the right :class:`ApiError` from a response status, its ``Status`` body and Retry-After."""
     reason, message = "", body.decode(errors="replace")[:500]
     try:
         status_obj = json.loads(body)
-        reason, message = str(status_obj.get("reason", "")), str(status_obj.get("message", message))
-    except (ValueError, AttributeError):
+        reason, message = str(status_obj.get("reason", "")), str(status_obj.get("message", message))[:2000]
+    except (ValueError, AttributeError, TypeError):
         pass
-    return _BY_STATUS.get(status, ApiError)(cluster, status, reason or "Error", message)
+    kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    return kind(cluster, status, reason or "Error", message, retry_after=_seconds(retry_after))
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After in seconds (only the delta-seconds form), bounded by `MAX_RETRY_AFTER`."""
+    try:
+        value = float(retry_after) if retry_after else None
+    except ValueError:
+        return None
+    return None if value is None or value != value or value < 0 else min(value, MAX_RETRY_AFTER)
 
 
 class KubeClient:
     """A connection to one cluster. Use :func:`connect`; close with :meth:`close`."""
 
-    def __init__(self, cluster: str, api: ApiClient) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        api: ApiClient,
+        *,
+        requests: Counter[str] | None = None,
+        errors: Counter[str] | None = None,
+    ) -> None:
         self.cluster = cluster
         self._api = api
-        #: Requests sent, by HTTP method (for metrics and benchmarks).
-        self.requests: Counter[str] = Counter()
-        #: Failed requests by kind: unreachable, forbidden, server (5xx), other.
-        self.errors: Counter[str] = Counter()
+        #: Requests sent, by HTTP method (for metrics and benchmarks). The caller may hand in the
+        #: counter it keeps (the fleet state), so counts survive reconnections without being copied.
+        self.requests: Counter[str] = Counter() if requests is None else requests
+        #: Failed requests by kind: unreachable, unauthorized, forbidden, throttled, server (5xx), other.
+        self.errors: Counter[str] = Counter() if errors is None else errors
 
     @property
     def server(self) -> str:
@@ -161,17 +209,23 @@ class KubeClient:
             async with resp:
                 raw = await resp.read()
                 status = resp.status
+                retry_after = resp.headers.get("Retry-After")
         except _TRANSIENT as exc:
             self.errors["unreachable"] += 1
             raise Unreachable(self.cluster, _describe(exc, self.server)) from exc
+        except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+            # Credentials are loaded lazily: an exec plugin that fails or a token file that vanished.
+            self.errors["unauthorized"] += 1
+            raise KubeconfigError(self.cluster, f"cannot authenticate to {self.server}: {exc}") from exc
         if not 200 <= status <= 299:
             self._count_error(status)
-            raise api_error(self.cluster, status, raw)
-        return json.loads(raw) if raw else None
+            raise api_error(self.cluster, status, raw, retry_after)
+        return _decode(self.cluster, raw)
 
     def _count_error(self, status: int) -> None:
-        if status == 403:
-            self.errors["forbidden"] += 1
+        kind = {401: "unauthorized", 403: "forbidden", 429: "throttled"}.get(status)
+        if kind is not None:
+            self.errors[kind] += 1
         elif status >= 500:
             self.errors["server"] += 1
         elif status not in (404, 409, 410):  # answers, not failures: absent, conflict, expired watch
@@ -196,8 +250,10 @@ class KubeClient:
             async with resp:
                 if not 200 <= resp.status <= 299:
                     self._count_error(resp.status)
-                    raise api_error(self.cluster, resp.status, await resp.read())
-                async for event in _json_lines(resp.content):
+                    raise api_error(
+                        self.cluster, resp.status, await resp.read(), resp.headers.get("Retry-After")
+                    )
+                async for event in _json_lines(self.cluster, resp.content):
                     if event.get("type") == "ERROR":
                         raise _watch_error(self.cluster, event.get("object") or {})
                     yield event
@@ -225,7 +281,24 @@ class KubeClient:
         return bool(result.get("status", {}).get("allowed", False))
 
 
-async def _json_lines(stream: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+def _decode(cluster: str, raw: bytes) -> Any:
+    """A response body as JSON; a server answering 2xx with something else is an error of its own."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ServerError(cluster, 200, "BadResponse", f"the answer is not JSON: {raw[:80]!r}") from None
+
+
+def _event(cluster: str, line: bytes) -> dict[str, Any]:
+    event = _decode(cluster, line)
+    if not isinstance(event, dict):
+        raise ServerError(cluster, 200, "BadResponse", f"a watch event is not an object: {line[:80]!r}")
+    return event
+
+
+async def _json_lines(cluster: str, stream: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
     """Decode newline-delimited JSON of any line length (watch events can be large)."""
     buffer = b""
     async for chunk in stream.iter_any():
@@ -233,9 +306,9 @@ async def _json_lines(stream: aiohttp.StreamReader) -> AsyncIterator[dict[str, A
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             if line.strip():
-                yield json.loads(line)
+                yield _event(cluster, line)
     if buffer.strip():
-        yield json.loads(buffer)
+        yield _event(cluster, buffer)
 
 
 def _watch_error(cluster: str, status: dict[str, Any]) -> ApiError:
@@ -253,17 +326,27 @@ def _describe(exc: BaseException, server: str) -> str:
     return f"connection to {server} failed: {exc}"
 
 
-async def connect(cluster: str, kubeconfig: Path, context: str | None = None) -> KubeClient:
+async def connect(
+    cluster: str,
+    kubeconfig: Path,
+    context: str | None = None,
+    *,
+    requests: Counter[str] | None = None,
+    errors: Counter[str] | None = None,
+) -> KubeClient:
     """Load ``kubeconfig`` (optionally a named ``context``) and return a client for ``cluster``.
 
     Nothing is sent yet; a bad kubeconfig raises :class:`KubeconfigError`.
+    ``requests``/``errors``: counters to count into (see `KubeClient`).
     """
     if not kubeconfig.is_file():  # noqa: ASYNC240 - one stat(); the kubeconfig is read synchronously next
         raise KubeconfigError(cluster, f"kubeconfig {kubeconfig} does not exist or is not a file")
     config = Configuration()
     try:
         await load_kube_config(config_file=str(kubeconfig), context=context, client_configuration=config)
-    except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:
         where = f" (context {context})" if context else ""
-        raise KubeconfigError(cluster, f"cannot use kubeconfig {kubeconfig}{where}: {exc}") from exc
-    return KubeClient(cluster, ApiClient(configuration=config))
+        raise KubeconfigError(
+            cluster, f"cannot use kubeconfig {kubeconfig}{where}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return KubeClient(cluster, ApiClient(configuration=config), requests=requests, errors=errors)

@@ -1,26 +1,17 @@
-"""``fleetd diff``: what the daemon would change on one cluster — without a daemon and without a write.
+"""What the daemon would change on one cluster — computed without a daemon and without a write.
 
 Like ``terraform plan`` or ``flux diff``. The answer is only worth something
-if it is the daemon's answer, so every step is the daemon's own code:
+if it is the daemon's answer, so it *is* the daemon's code: the source is
+fetched with `GitSourceFetcher` into a throw-away directory (never the
+daemon's state directory, where a second writer to its mirror could corrupt
+it), and each sync goes through `ClusterReconciler.plan` — the same render,
+ownership labels, keep-live paths, staging and dry-run planner the
+reconcile runs, and the same prune-candidate rule (`fleetd.reconcile.prune`).
+Objects waiting for a Namespace or CRD this sync creates cannot be
+validated yet; they are shown as created. A sync that fails to render or
+validate prunes nothing in the daemon, so it lists no prunes here either.
 
-* the source is fetched with `GitSourceFetcher` into a throw-away directory,
-  as ``fleetd check`` does — never the daemon's state directory, where a
-  second writer to its git mirror could corrupt it;
-* each sync is rendered as the reconciler renders it (`desired_objects`):
-  `RenderCache` with API discovery deciding what is cluster-scoped, the
-  fleet's decryption hook, fleetd's ownership labels (`owned`), and the
-  keep-live paths of ignore rules and HPA-scaled replicas;
-* each object is planned by the `Applier` (`dry_run_plan`): GET the live
-  object, then a server-side *dry-run* apply (field manager ``fleetd``,
-  force). Objects waiting for a Namespace or CRD this sync creates cannot be
-  validated yet; they are shown as created;
-* would-prune candidates are the ledger's entries (``fleetd-system/<fleet>.<sync>``
-  in the spoke) that are no longer rendered and that prune would really
-  delete: still labelled for this fleet and sync, not ``fleetd.dev/prune:
-  disabled``. A sync that fails to render or validate prunes nothing in the
-  daemon, so it lists no prunes here either.
-
-Read-only by construction: GETs and dry runs only. The daemon's planning also
+Read-only by construction: GETs and dry runs only. The daemon's apply also
 *adopts* fields that ``kubectl`` wrote (a managedFields patch — a write), so
 that the apply removes what git does not set. Diff skips the patch and
 predicts its effect locally (`taken_over`): a field only kubectl manages and
@@ -28,7 +19,7 @@ git does not set is dropped from the predicted result. Only map fields are
 predicted; list items keyed by ``k:`` are left as the dry run shows them.
 
 An object is ``changed`` when the normalized predicted result differs from the
-normalized live object; the report shows a unified diff of the two as YAML
+normalized live object; the report carries a unified diff of the two as YAML
 with sorted keys, status and server bookkeeping stripped (`normalized`).
 
 Secrets: before anything is formatted, every value of a Secret's ``data`` and
@@ -37,12 +28,9 @@ replaced by ``***`` on both sides; the sha256 of the real values decides
 whether the new side reads ``*** (changed)``. Planning errors are scrubbed of
 the sync's secret values; rendering never puts plaintext in its errors.
 
-Exit codes of `run`: 0 nothing would change, 1 something would, 2 the diff
-could not be made (invalid inventory, unknown cluster or sync, cluster
-unreachable, a sync that fails to render, decrypt or validate).
-
 The revision is the head of the source's ref, what the daemon fetches next; a
 cluster that rollout waves hold back gets it only when its wave's turn comes.
+Presentation (tables, JSON, exit codes) is `fleetd.cli.diff`.
 """
 
 from __future__ import annotations
@@ -54,49 +42,26 @@ import copy
 import difflib
 import hashlib
 import json
-import os
-import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from fleetd.daemon.root import decryptor
-from fleetd.daemon.store import StateStore
-from fleetd.daemon.worker import new_session
-from fleetd.errors import FleetdError, InventoryError
-from fleetd.inventory import Cluster, Fleet, Sync, load_fleet
-from fleetd.kube.client import KubeClient, NotFound, connect
-from fleetd.kube.discovery import UnknownKind
-from fleetd.kube.objects import (
-    BUILTIN_GROUPS,
-    FIELD_MANAGER,
-    Entry,
-    ObjRef,
-    apply_rank,
-    is_prerequisite,
-)
-from fleetd.reconcile.apply import (
-    KUBECTL_MANAGERS,
-    Applier,
-    ApplyError,
-    Desired,
-    crd_kind,
-    merge_fieldsets,
-    normalized,
-    waits_on,
-)
+from fleetd.errors import FleetdError
+from fleetd.inventory import Cluster, Fleet, Sync
+from fleetd.kube.objects import FIELD_MANAGER, ObjRef, apply_rank
 from fleetd.reconcile.ledger import Ledger
-from fleetd.reconcile.prune import refuses
-from fleetd.reconcile.sync import ClusterSession, desired_objects
+from fleetd.reconcile.plan import KUBECTL_MANAGERS, Desired, Plan, merge_fieldsets, normalized
+from fleetd.reconcile.prune import candidates
+from fleetd.reconcile.reconciler import ClusterReconciler
 from fleetd.render import RenderCache, RenderError
+from fleetd.secrets.decryptor import decryptor
 from fleetd.source.git import GitSourceFetcher, Snapshot, remove_tree
 
 Action = Literal["created", "changed", "unchanged", "pruned"]
-EXIT_SAME, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 MASK = "***"
 MASK_CHANGED = "*** (changed)"
 #: Written by ``kubectl apply`` (client-side); on a Secret it holds the values in plain text.
@@ -168,7 +133,7 @@ async def diff_cluster(fleet: Fleet, cluster: str, sync: str | None, *, timeout:
     try:
         async with asyncio.timeout(timeout):
             snapshot = await GitSourceFetcher(fleet.source, scratch).fetch()
-            return await _diff_syncs(fleet, target, syncs, snapshot, scratch, orphans=sync is None)
+            return await _diff_syncs(fleet, target, syncs, snapshot, orphans=sync is None)
     except TimeoutError:
         raise DiffError(
             f"cluster {cluster}: no complete answer within {timeout:g}s (is the API server overloaded?)"
@@ -198,107 +163,59 @@ def _selected(cluster: Cluster, sync: str | None) -> list[Sync]:
 
 
 async def _diff_syncs(
-    fleet: Fleet, cluster: Cluster, syncs: list[Sync], snapshot: Snapshot, scratch: Path, *, orphans: bool
+    fleet: Fleet, cluster: Cluster, syncs: list[Sync], snapshot: Snapshot, *, orphans: bool
 ) -> DiffReport:
-    async with await connect(cluster.name, cluster.kubeconfig, cluster.context) as client:
-        await client.version()  # an unreachable cluster is named before any render
-        session = read_only_session(fleet, cluster, client, scratch)
-        results = [await diff_sync(session, s, snapshot) for s in syncs]
+    async with ClusterReconciler.open(
+        fleet=fleet.name, cluster=cluster, renders=RenderCache(), decrypt=decryptor(fleet.decryption)
+    ) as reconciler:
+        await reconciler.client.version()  # an unreachable cluster is named before any render
+        results = [await diff_sync(reconciler, s, snapshot) for s in syncs]
         if orphans and not cluster.suspend:
-            results += await _removed_syncs(session)
+            results += await _removed_syncs(reconciler)
     return DiffReport(
         cluster=cluster.name, revision=snapshot.revision, ref=snapshot.ref, syncs=tuple(results)
     )
 
 
-def read_only_session(fleet: Fleet, cluster: Cluster, client: KubeClient, scratch: Path) -> ClusterSession:
-    """The worker's session for `cluster`, its local state in `scratch`; diff only reads through it."""
-    session = new_session(fleet.name, cluster, client, StateStore(scratch / "state"), RenderCache(), None)
-    session.decrypt = decryptor(fleet.decryption)
-    return session
-
-
-async def diff_sync(session: ClusterSession, sync: Sync, snapshot: Snapshot) -> SyncDiff:
-    """Render, dry-run and classify one sync, then find what its reconcile would prune."""
-    if session.cluster.suspend or sync.suspend:
+async def diff_sync(reconciler: ClusterReconciler, sync: Sync, snapshot: Snapshot) -> SyncDiff:
+    """The daemon's own plan of one sync (`ClusterReconciler.plan`), classified for people."""
+    if reconciler.cluster.suspend or sync.suspend:
         return SyncDiff(name=sync.name, note="suspended: the daemon changes nothing here")
     try:
-        desired = await desired_objects(session, sync, snapshot)
+        plan = await reconciler.plan(sync, snapshot)
     except RenderError as exc:
         return SyncDiff(name=sync.name, errors=(str(exc),))
-    planned, errors = await plan_sync(session.applier, desired, force=sync.force)
-    objects = tuple(classify(p) for p in planned)
-    if errors:  # the daemon would apply and prune nothing
-        return SyncDiff(name=sync.name, objects=objects, errors=tuple(scrub(e, desired) for e in errors))
+    changes = plan.changes
+    waiting = [
+        ObjectDiff(ref=d.ref, action="created", origin=d.origin, notes=(WAITS,)) for d in changes.deferred
+    ]
+    objects = tuple(sorted([*(classify(p) for p in changes.plans), *waiting], key=_order(plan.desired)))
+    if changes.errors:  # the daemon would apply and prune nothing
+        errors = tuple(scrub(str(e), plan.desired) for e in changes.errors)
+        return SyncDiff(name=sync.name, objects=objects, errors=errors)
     if not sync.prune:
         return SyncDiff(name=sync.name, objects=objects, note="prune = false: objects that left git stay")
-    ledger = await session.ledgers.read(sync.name)
-    rendered = {p.desired.ref for p in planned}
-    stale = [e for e in (ledger.entries if ledger else ()) if e.ref not in rendered]
-    return SyncDiff(name=sync.name, objects=(*objects, *await _prunable(session, sync.name, stale)))
+    pruned = [ObjectDiff(ref=c.entry.ref, action="pruned") for c in plan.prunable]
+    return SyncDiff(name=sync.name, objects=(*objects, *pruned))
 
 
-# --- planning (GETs and dry runs only) ------------------------------------------------------------
+WAITS = "validated once its Namespace or CRD exists"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Planned:
-    """One object as the applier would see it."""
-
-    desired: Desired
-    """As it would be sent: namespace defaulted, keep-live values filled in."""
-    live: dict[str, Any] | None
-    result: dict[str, Any] | None
-    """The server's dry-run answer; None when it cannot be validated before its Namespace or CRD exists."""
-    recreate: bool = False
-    """An immutable field changed and the object would be deleted and created again."""
+def _order(desired: list[Desired]) -> Any:
+    rank = {d.ref: i for i, d in enumerate(sorted(desired, key=lambda d: apply_rank(d.ref)))}
+    return lambda o: rank.get(o.ref, len(rank))
 
 
-async def dry_run_plan(applier: Applier, desired: Desired, *, force: bool) -> Planned:
-    """The applier's own planning (GET + dry-run apply), without adopting kubectl's fields (a write)."""
-    plan = await applier.plan(desired, force, adopt=False)
-    return Planned(desired=plan.desired, live=plan.live, result=plan.dry, recreate=plan.recreate)
-
-
-async def plan_sync(
-    applier: Applier, desired: Sequence[Desired], *, force: bool
-) -> tuple[list[Planned], list[str]]:
-    """Plan prerequisites, then the rest; objects that wait for a new Namespace or CRD are not dry-run."""
-    ordered = sorted(desired, key=lambda d: apply_rank(d.ref))
-    first, errors = await _plan_group(applier, [d for d in ordered if is_prerequisite(d.ref)], force)
-    new = [p.desired.obj for p in first if p.live is None]
-    kinds = {crd_kind(o) for o in new if o.get("kind") == "CustomResourceDefinition"}
-    namespaces = {str(o["metadata"]["name"]) for o in new if o.get("kind") == "Namespace"}
-    rest = [d for d in ordered if not is_prerequisite(d.ref)]
-    later = [Planned(desired=d, live=None, result=None) for d in rest if waits_on(d, kinds, namespaces)]
-    now, more = await _plan_group(applier, [d for d in rest if not waits_on(d, kinds, namespaces)], force)
-    planned = sorted([*first, *now, *later], key=lambda p: apply_rank(p.desired.ref))
-    return planned, [*errors, *more]
-
-
-async def _plan_group(
-    applier: Applier, desired: list[Desired], force: bool
-) -> tuple[list[Planned], list[str]]:
-    results = await asyncio.gather(
-        *(dry_run_plan(applier, d, force=force) for d in desired), return_exceptions=True
-    )
-    for r in results:
-        if isinstance(r, BaseException) and not isinstance(r, ApplyError):
-            raise r
-    plans = [r for r in results if isinstance(r, Planned)]
-    return plans, [str(r) for r in results if isinstance(r, ApplyError)]
-
-
-def classify(p: Planned) -> ObjectDiff:
+def classify(p: Plan) -> ObjectDiff:
     """created, changed (with its diff) or unchanged."""
     ref, origin = p.desired.ref, p.desired.origin
     if p.live is None:
-        waits = () if p.result is not None else ("validated once its Namespace or CRD exists",)
-        return ObjectDiff(ref=ref, action="created", origin=origin, notes=waits)
-    if p.recreate or p.result is None:
+        return ObjectDiff(ref=ref, action="created", origin=origin)
+    if p.recreate:
         again = ("an immutable field changed: it would be deleted and created again",)
         return ObjectDiff(ref=ref, action="changed", origin=origin, notes=again)
-    after = taken_over(p.result, p.live, p.desired.obj)
+    after = taken_over(p.dry, p.live, p.desired.obj)
     if _canonical(normalized(after)) == _canonical(normalized(p.live)):
         return ObjectDiff(ref=ref, action="unchanged", origin=origin)
     notes = tuple(f"fields written by {m} are taken over" for m in sorted(_kubectl_managers(p.live)))
@@ -466,143 +383,23 @@ def _yaml(obj: dict[str, Any]) -> list[str]:
     return text.splitlines()
 
 
-_SIGN = {"created": "+", "changed": "~", "pruned": "-"}
-_WORDS = {"created": "created", "changed": "changed", "pruned": "would prune"}
-_COLOURS = {"+": "32", "~": "33", "-": "31", "@": "36", "!": "31;1"}
+# --- syncs removed from the cluster (read-only) ----------------------------------------------------
 
 
-def label(ref: ObjRef) -> str:
-    """``Deployment demo/web``; custom kinds keep their group (``Widget.example.com demo/w``)."""
-    kind = ref.kind if ref.group in BUILTIN_GROUPS else f"{ref.kind}.{ref.group}"
-    return f"{kind} {ref.namespace}/{ref.name}" if ref.namespace else f"{kind} {ref.name}"
-
-
-def render_report(report: DiffReport, *, color: bool) -> str:
-    """The human report: per sync its +/~/- lines with indented diffs, then the totals."""
-    paint = _painter(color)
-    lines = [f"cluster {report.cluster} at {report.revision[:12]} ({report.ref})"]
-    for sync in report.syncs:
-        lines += _sync_lines(sync, paint)
-    lines.append(summary(report))
-    return "\n".join(lines)
-
-
-def summary(report: DiffReport) -> str:
-    created, changed, pruned = (report.count(a) for a in ("created", "changed", "pruned"))
-    return f"{created} to create, {changed} to change, {pruned} to prune"
-
-
-def _painter(color: bool) -> Callable[[str, str], str]:
-    def paint(text: str, key: str) -> str:
-        code = _COLOURS.get(key)
-        return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
-
-    return paint
-
-
-def _sync_lines(sync: SyncDiff, paint: Callable[[str, str], str]) -> list[str]:
-    shown = [o for o in sync.objects if o.action != "unchanged"]
-    note = f" ({sync.note})" if sync.note else ""
-    if sync.errors:
-        return [paint(f"! sync {sync.name}: could not be diffed ({len(sync.errors)} error(s))", "!")]
-    if not shown:
-        return [f"sync {sync.name}: no changes{note}"]
-    lines = [f"sync {sync.name}:{note}"]
-    for obj in shown:
-        sign = _SIGN[obj.action]
-        lines.append(paint(f"{sign} {label(obj.ref)} ({_WORDS[obj.action]})", sign))
-        lines += [f"    note: {n}" for n in obj.notes]
-        lines += ["    " + paint(line, line[:1]) for line in obj.diff.splitlines()]
-    return lines
-
-
-def report_json(report: DiffReport) -> dict[str, Any]:
-    """The machine document: the same content as `render_report`, unchanged objects included."""
-    return {
-        "ok": not report.errors,
-        "changes": report.has_changes,
-        "cluster": report.cluster,
-        "revision": report.revision,
-        "ref": report.ref,
-        "summary": {a: report.count(a) for a in ("created", "changed", "pruned")},
-        "syncs": [_sync_json(s) for s in report.syncs],
-    }
-
-
-def _sync_json(sync: SyncDiff) -> dict[str, Any]:
-    objects = [
-        {
-            "action": o.action, "kind": o.ref.kind, "group": o.ref.group, "namespace": o.ref.namespace,
-            "name": o.ref.name, "origin": o.origin, "diff": o.diff, "notes": list(o.notes),
-        }
-        for o in sync.objects
-    ]  # fmt: skip
-    return {"name": sync.name, "note": sync.note, "errors": list(sync.errors), "objects": objects}
-
-
-# --- prune candidates (read-only) -----------------------------------------------------------------
-
-
-async def _prunable(session: ClusterSession, sync: str, entries: Iterable[Entry]) -> list[ObjectDiff]:
-    """Those of `entries` that prune would delete, in prune order."""
-    ordered = sorted(entries, key=lambda e: apply_rank(e.ref), reverse=True)
-    ours = await asyncio.gather(*(_still_ours(session, sync, e) for e in ordered))
-    return [ObjectDiff(ref=e.ref, action="pruned") for e, yes in zip(ordered, ours, strict=True) if yes]
-
-
-async def _still_ours(session: ClusterSession, sync: str, entry: Entry) -> bool:
-    """prune's own rules, without the delete: present, labelled for this fleet and sync, not protected."""
-    try:
-        resource = await session.discovery.resolve(entry.api_version, entry.ref.kind)
-        live = await session.client.request("GET", resource.path(entry.ref.namespace, entry.ref.name))
-    except (UnknownKind, NotFound):
-        return False
-    return refuses(live, session.fleet, sync) is None and not live["metadata"].get("deletionTimestamp")
-
-
-async def _removed_syncs(session: ClusterSession) -> list[SyncDiff]:
+async def _removed_syncs(reconciler: ClusterReconciler) -> list[SyncDiff]:
     """Syncs this fleet once applied here but no longer assigns: the daemon prunes them."""
-    assigned = {s.name for s in session.cluster.syncs}
-    ledgers = [ledger for ledger in await session.ledgers.read_all() if ledger.sync not in assigned]
-    return [await _removed_sync(session, ledger) for ledger in ledgers]
+    assigned = {s.name for s in reconciler.cluster.syncs}
+    ledgers = [ledger for ledger in await reconciler.ledgers.read_all() if ledger.sync not in assigned]
+    return [await _removed_sync(reconciler, ledger) for ledger in ledgers]
 
 
-async def _removed_sync(session: ClusterSession, ledger: Ledger) -> SyncDiff:
+async def _removed_sync(reconciler: ClusterReconciler, ledger: Ledger) -> SyncDiff:
     if not ledger.prune:
         return SyncDiff(
             name=ledger.sync, note="removed from this cluster; it did not prune, so its objects stay"
         )
-    objects = await _prunable(session, ledger.sync, ledger.entries)
+    found, _ = await candidates(
+        reconciler.client, reconciler.discovery, ledger.entries, fleet=reconciler.fleet, sync=ledger.sync
+    )
+    objects = [ObjectDiff(ref=c.entry.ref, action="pruned") for c in found]
     return SyncDiff(name=ledger.sync, objects=tuple(objects), note="removed from this cluster")
-
-
-# --- the command ----------------------------------------------------------------------------------
-
-
-async def run(config: Path, cluster: str, sync: str | None, as_json: bool) -> int:
-    """``fleetd diff``: print the report; 0 no change, 1 changes, 2 the diff could not be made."""
-    try:
-        fleet = await asyncio.to_thread(load_fleet, config)
-        report = await diff_cluster(fleet, cluster, sync)
-    except InventoryError as exc:
-        return _fail(f"the inventory is invalid ({len(exc.problems)} problem(s)):", as_json, exc.problems)
-    except FleetdError as exc:
-        return _fail(str(exc), as_json)
-    print(json.dumps(report_json(report), indent=2) if as_json else render_report(report, color=_colour()))
-    for error in report.errors:
-        print(f"fleetd diff: cluster {report.cluster}, {error}", file=sys.stderr)
-    if report.errors:
-        return EXIT_ERROR
-    return EXIT_CHANGES if report.has_changes else EXIT_SAME
-
-
-def _fail(message: str, as_json: bool, details: Iterable[object] = ()) -> int:
-    lines = [str(d) for d in details]
-    print(f"fleetd diff: {message}", *(f"  {line}" for line in lines), sep="\n", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"ok": False, "error": message, "details": lines}, indent=2))
-    return EXIT_ERROR
-
-
-def _colour() -> bool:
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ

@@ -27,26 +27,26 @@ periodic reconcile remains the slow full sweep behind the watches.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fleetd.inventory import DriftPolicy
-from fleetd.kube.client import KubeClient
+from fleetd.kube.client import KubeClient, KubeError
 from fleetd.kube.discovery import Resource
 from fleetd.kube.objects import LABEL_FLEET, ObjRef, ref_of
 from fleetd.kube.watch import ResourceWatch
-from fleetd.reconcile.apply import KUBECTL_MANAGERS, Applier, ApplyFailed, Change, Desired
+from fleetd.reconcile.apply import Applier, ApplyFailed, Change, Desired
+from fleetd.reconcile.plan import KUBECTL_MANAGERS
 from fleetd.util.pointers import without
 
 log = logging.getLogger(__name__)
 
 DEBOUNCE = 0.1
-#: Observer of drift: (sync, kind, corrected) — called once per confirmed drift event.
-DriftObserver = Callable[[str, str, bool], None]
+#: Observer of drift: (sync, object, kind, what, reason) with ``what`` one of ``corrected``,
+#: ``reported`` (policy report), ``failed`` (correcting failed) or ``cleared`` (matches git again).
+DriftObserver = Callable[[str, str, str, str, str], None]
 
 
 @dataclass(slots=True)
@@ -138,9 +138,9 @@ class DriftTracker:
         self._observer = observer
         self.managed: dict[ObjRef, Managed] = {}
         self.drifted: dict[ObjRef, str] = {}
-        self.events: Counter[tuple[str, str]] = Counter()
-        self.corrections: Counter[tuple[str, str]] = Counter()
         self._watches: dict[tuple[str, str, str], tuple[ResourceWatch, asyncio.Task[None]]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
         self._suspects: dict[ObjRef, str] = {}
         self._wake = asyncio.Event()
         self._last_seen: dict[ObjRef, dict[str, Any] | None] = {}
@@ -195,35 +195,42 @@ class DriftTracker:
 
     # -- running -------------------------------------------------------------
 
+    def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Run the confirmation loop, and every watch started later, as named tasks of ``tasks``."""
+        self._tasks = tasks
+        self._runner = tasks.create_task(self.run(), name=f"drift/{self._client.cluster}")
+
+    def stop(self) -> None:
+        """Cancel the confirmation loop and every watch (the task group awaits them)."""
+        if self._runner is not None:
+            self._runner.cancel()
+        for _, task in self._watches.values():
+            task.cancel()
+        self._watches.clear()
+        self._tasks = None
+
     async def run(self) -> None:
-        """Confirm suspicions until cancelled; stops every watch on the way out."""
-        try:
-            while True:
-                await self._wake.wait()
-                await asyncio.sleep(DEBOUNCE)  # let a burst of edits settle into one check
-                self._wake.clear()
-                suspects, self._suspects = self._suspects, {}
-                for ref, reason in suspects.items():
+        """Confirm suspicions until cancelled."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(DEBOUNCE)  # let a burst of edits settle into one check
+            self._wake.clear()
+            suspects, self._suspects = self._suspects, {}
+            for ref, reason in suspects.items():
+                try:
                     await self._confirm(ref, reason)
-        finally:
-            for _, task in self._watches.values():
-                task.cancel()
-            for _, task in self._watches.values():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            self._watches.clear()
+                except KubeError as exc:  # the cluster went away: the next reconcile sees it
+                    log.warning("cluster %s: drift of %s not confirmed: %s", self._client.cluster, ref, exc)
 
     def _ensure_watch(self, resource: Resource) -> None:
         key = _key(resource)
-        if key in self._watches:
+        if key in self._watches or self._tasks is None:
             return
         watch = ResourceWatch(
             self._client, resource, f"{LABEL_FLEET}={self._fleet}",
             on_event=self._on_event, on_list=lambda items: self._on_list(resource, items),
         )  # fmt: skip
-        task = asyncio.get_running_loop().create_task(
-            watch.run(), name=f"watch/{self._client.cluster}/{watch.name}"
-        )
+        task = self._tasks.create_task(watch.run(), name=f"watch/{self._client.cluster}/{watch.name}")
         self._watches[key] = (watch, task)
 
     # -- events --------------------------------------------------------------
@@ -247,6 +254,7 @@ class DriftTracker:
             self._diverged.discard(ref)
             if self.drifted.pop(ref, None) is not None:
                 log.info("cluster %s: %s matches git again", self._client.cluster, ref)
+                self._notify(self.managed[ref].sync, ref, "cleared", "matches git again")
             return
         self._diverged.add(ref)  # even under `ignore`: the watches no longer vouch for it
         if self.managed[ref].policy != DriftPolicy.IGNORE:
@@ -281,6 +289,7 @@ class DriftTracker:
             (change,) = await self._applier.apply([item.desired])
         except ApplyFailed as exc:
             self.drifted[ref] = f"{reason}; correcting failed: {exc}"
+            self._notify(item.sync, ref, "failed", self.drifted[ref])
             log.warning(
                 "cluster %s: drift of %s (%s) could not be corrected: %s",
                 self._client.cluster,
@@ -293,7 +302,7 @@ class DriftTracker:
         self._diverged.discard(ref)
         if change.action == "unchanged":
             return  # the server says it matches: a normalisation the local check did not know
-        self._count(item, ref, corrected=True)
+        self._notify(item.sync, ref, "corrected", reason)
         self.drifted.pop(ref, None)
         fields = {"cluster": self._client.cluster, "sync": item.sync}
         log.info("cluster %s: drift of %s corrected (%s)", self._client.cluster, ref, reason, extra=fields)
@@ -301,18 +310,15 @@ class DriftTracker:
     async def _report(self, ref: ObjRef, item: Managed, reason: str) -> None:
         if reason.startswith("edited by") or await self._applier.differs(item.desired):
             if ref not in self.drifted:
-                self._count(item, ref, corrected=False)
+                self._notify(item.sync, ref, "reported", reason)
                 log.warning(
                     "cluster %s: drift of %s reported, not corrected (%s)", self._client.cluster, ref, reason
                 )
             self.drifted[ref] = reason
 
-    def _count(self, item: Managed, ref: ObjRef, *, corrected: bool) -> None:
-        self.events[(item.sync, ref.kind)] += 1
-        if corrected:
-            self.corrections[(item.sync, ref.kind)] += 1
+    def _notify(self, sync: str, ref: ObjRef, what: str, reason: str) -> None:
         if self._observer is not None:
-            self._observer(item.sync, ref.kind, corrected)
+            self._observer(sync, str(ref), ref.kind, what, reason)
 
 
 def _key(resource: Resource) -> tuple[str, str, str]:

@@ -44,14 +44,52 @@ class Pruned:
     outcome: Outcome
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """A stale object prune would delete: what the ledger says, and the live object read back."""
+
+    entry: Entry
+    path: str
+    live: dict[str, Any]
+
+
+async def candidates(
+    client: KubeClient, discovery: Discovery, stale: Iterable[Entry], *, fleet: str, sync: str
+) -> tuple[list[Candidate], list[Pruned]]:
+    """Read every stale object back: (those prune would delete, in prune order; those it leaves and why).
+
+    Read-only: ``fleetd diff`` lists the first as "would prune", `prune` deletes them.
+    """
+    ordered = sorted(stale, key=lambda e: apply_rank(e.ref), reverse=True)
+    found = await asyncio.gather(*(_read_back(client, discovery, e, fleet, sync) for e in ordered))
+    return [c for c in found if isinstance(c, Candidate)], [c for c in found if isinstance(c, Pruned)]
+
+
+async def _read_back(
+    client: KubeClient, discovery: Discovery, entry: Entry, fleet: str, sync: str
+) -> Candidate | Pruned:
+    try:
+        resource = await discovery.resolve(entry.api_version, entry.ref.kind)
+        path = resource.path(entry.ref.namespace, entry.ref.name)
+        live = await client.request("GET", path)
+    except (UnknownKind, NotFound):
+        return Pruned(ref=entry.ref, outcome="gone")
+    if (live.get("metadata") or {}).get("deletionTimestamp"):
+        return Pruned(ref=entry.ref, outcome="gone")
+    refusal = refuses(live, fleet, sync)
+    if refusal is not None:
+        return Pruned(ref=entry.ref, outcome=refusal)
+    return Candidate(entry=entry, path=path, live=live)
+
+
 async def prune(
     client: KubeClient, discovery: Discovery, stale: Iterable[Entry], *, fleet: str, sync: str
 ) -> list[Pruned]:
     """Delete stale objects owned by ``fleet``/``sync``, in reverse apply order."""
-    ordered = sorted(stale, key=lambda e: apply_rank(e.ref), reverse=True)
-    results: list[Pruned] = []
-    for _, group in itertools.groupby(ordered, key=lambda e: apply_rank(e.ref)[:2]):
-        results += await asyncio.gather(*(_prune_one(client, discovery, e, fleet, sync) for e in group))
+    found, left = await candidates(client, discovery, stale, fleet=fleet, sync=sync)
+    results: list[Pruned] = list(left)
+    for _, group in itertools.groupby(found, key=lambda c: apply_rank(c.entry.ref)[:2]):
+        results += await asyncio.gather(*(_delete(client, c) for c in group))
     return results
 
 
@@ -65,26 +103,18 @@ def refuses(live: dict[str, Any], fleet: str, sync: str) -> Outcome | None:
     return None
 
 
-async def _prune_one(client: KubeClient, discovery: Discovery, entry: Entry, fleet: str, sync: str) -> Pruned:
-    try:
-        resource = await discovery.resolve(entry.api_version, entry.ref.kind)
-        path = resource.path(entry.ref.namespace, entry.ref.name)
-        live = await client.request("GET", path)
-    except (UnknownKind, NotFound):
-        return Pruned(ref=entry.ref, outcome="gone")
-    refusal = refuses(live, fleet, sync)
-    if refusal is not None:
-        return Pruned(ref=entry.ref, outcome=refusal)
+async def _delete(client: KubeClient, candidate: Candidate) -> Pruned:
+    ref = candidate.entry.ref
     body = {
         "apiVersion": "v1",
         "kind": "DeleteOptions",
         "propagationPolicy": "Background",
-        "preconditions": {"uid": live["metadata"]["uid"]},
+        "preconditions": {"uid": candidate.live["metadata"]["uid"]},
     }
     try:
-        await client.request("DELETE", path, body=body)
+        await client.request("DELETE", candidate.path, body=body)
     except NotFound:
-        return Pruned(ref=entry.ref, outcome="gone")
+        return Pruned(ref=ref, outcome="gone")
     except Conflict:  # the uid precondition failed: someone recreated it; not ours to delete
-        return Pruned(ref=entry.ref, outcome="foreign")
-    return Pruned(ref=entry.ref, outcome="deleted")
+        return Pruned(ref=ref, outcome="foreign")
+    return Pruned(ref=ref, outcome="deleted")

@@ -11,6 +11,7 @@ import pytest
 from fleetd.kube.client import connect
 from fleetd.kube.discovery import Discovery
 from fleetd.reconcile.apply import Applier, ApplyFailed, Desired
+from fleetd.reconcile.plan import Planner
 from testbed.bed import Spoke
 from tests.integration.fleet import unique
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.testbed
 async def applier(spokes: list[Spoke]) -> AsyncIterator[Applier]:
     spoke = spokes[0]
     async with await connect(spoke.name, spoke.kubeconfig) as client:
-        yield Applier(client, Discovery(client))
+        yield Applier(Planner(client, Discovery(client)))
 
 
 def deployment(name: str, ns: str, app: str, **annotations: str) -> dict[str, Any]:

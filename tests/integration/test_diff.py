@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetd.reconcile.diff import run
+from fleetd.cli.diff import run
 from fleetd.reconcile.ledger import SYSTEM_NAMESPACE
 from testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo

@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import subprocess
+from collections import Counter
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,6 @@ from typing import Any
 import pytest
 
 from fleetd.daemon.root import Daemon
-from fleetd.reconcile.drift import DriftTracker
 from testbed.bed import Spoke
 from testbed.build import toolset
 from tests.gitrepo import WorkRepo
@@ -42,10 +43,35 @@ async def kube(spoke: Spoke, *args: str) -> None:
     await asyncio.to_thread(kubectl, spoke, *args)
 
 
-def tracker(daemon: Daemon, spoke: Spoke) -> DriftTracker:
-    drift = daemon.workers[spoke.name].drift
-    assert drift is not None
-    return drift
+@dataclass(frozen=True)
+class Drift:
+    """What the fleet state records about one cluster's drift (counters by sync and kind)."""
+
+    daemon: Daemon
+    cluster: str
+
+    def _of(self, counts: Counter[tuple[str, str, str]]) -> Counter[tuple[str, str]]:
+        return Counter({(s, k): n for (c, s, k), n in counts.items() if c == self.cluster})
+
+    @property
+    def corrections(self) -> Counter[tuple[str, str]]:
+        return self._of(self.daemon.state.corrections)
+
+    @property
+    def events(self) -> Counter[tuple[str, str]]:
+        return self._of(self.daemon.state.drift_events)
+
+    def drifted_count(self, sync: str) -> int:
+        return self.daemon.state.drifted_count(self.cluster, sync)
+
+    def vouches_for(self, sync: str) -> bool:
+        tracker = self.daemon.workers[self.cluster].drift
+        return tracker is not None and tracker.vouches_for(sync)
+
+
+def tracker(daemon: Daemon, spoke: Spoke) -> Drift:
+    assert daemon.workers[spoke.name].drift is not None
+    return Drift(daemon, spoke.name)
 
 
 def hpa(name: str, ns: str, target: str) -> str:
@@ -93,7 +119,7 @@ async def start(
 
 async def ready(daemon: Daemon, spoke: Spoke, rev: str) -> None:
     async def check() -> bool:
-        s = daemon.workers[spoke.name].statuses.get("apps")
+        s = daemon.state.status(spoke.name, "apps")
         drift = daemon.workers[spoke.name].drift
         return (
             s is not None
@@ -162,7 +188,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def _at_least(drift: DriftTracker, count: int) -> bool:
+async def _at_least(drift: Drift, count: int) -> bool:
     return sum(drift.corrections.values()) >= count
 
 
@@ -215,7 +241,7 @@ async def test_hpa_owned_replicas_and_ignored_paths_are_not_drift(
         assert sum(drift.events.values()) == 0
         daemon.trigger(spoke.name)  # a full reconcile keeps the HPA's replicas and the ignored field too
         await eventually(
-            lambda: _true(daemon.workers[spoke.name].statuses["apps"].attempted_at > 0), "reconcile"
+            lambda: _true(daemon.state.statuses[(spoke.name, "apps")].attempted_at > 0), "reconcile"
         )
         await asyncio.sleep(1.0)
         assert ((await get(spoke, web(ns, "scaled"))) or {})["spec"]["replicas"] == 7

@@ -65,7 +65,7 @@ def fleet_with_configmap(
 async def until_watched(daemon: Daemon, spoke: Spoke, rev: str) -> None:
     async def check() -> bool:
         worker = daemon.workers[spoke.name]
-        status = worker.statuses.get("apps")
+        status = daemon.state.status(spoke.name, "apps")
         return bool(status and status.revision == rev and worker.drift and worker.drift.vouches_for("apps"))
 
     await eventually(check, "sync ready and watched")
@@ -104,7 +104,7 @@ async def test_corrected_drift_shows_in_metrics_and_the_status_api(
         assert cluster["reachable"] is True
         assert cluster["syncs"][0] | {"attempted_at": 0, "succeeded_at": 0} == {
             "name": "apps", "revision": rev, "result": "ready", "objects": 2, "drifted": 0, "error": None,
-            "changed": 2, "pruned": 0, "attempted_at": 0, "succeeded_at": 0,
+            "changed": 2, "pruned": 0, "attempted_at": 0, "succeeded_at": 0, "written": [],
         }  # fmt: skip
 
 

@@ -132,9 +132,9 @@ async def test_valid_and_invalid_inventory_edits_added_and_removed_clusters_are_
         await eventually(lambda: _is(value(first), "alice"), "the edited variable applied")
         # An invalid edit: reported, the last good inventory keeps running.
         good = cluster_file.read_text()
-        daemon.reloaded.clear()
+        daemon.reloader.reloaded.clear()
         cluster_file.write_text(good + "\nwave = 'first'\n")
-        await eventually(lambda: _true(daemon.reloaded.is_set()), "the broken edit noticed")
+        await eventually(lambda: _true(daemon.reloader.reloaded.is_set()), "the broken edit noticed")
         assert daemon.reload_error is not None
         assert f"{first.name}.toml" in daemon.reload_error
         assert first.name in daemon.workers

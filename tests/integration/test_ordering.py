@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from fleetd.cli.status import rollout_lines
 from fleetd.daemon.root import Daemon
-from fleetd.daemon.status import rollout_lines
 from testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import (
@@ -35,11 +35,11 @@ def unschedulable(name: str, ns: str, deadline: int = 600) -> str:
 
 async def status_of(daemon: Daemon, cluster: str, sync: str, result: str, revision: str | None = None) -> str:
     async def check() -> bool:
-        s = daemon.workers[cluster].statuses.get(sync)
+        s = daemon.state.status(cluster, sync)
         return s is not None and s.result == result and (revision is None or s.revision == revision)
 
     await eventually(check, f"{cluster}/{sync} {result}", timeout=60)
-    return daemon.workers[cluster].statuses[sync].error or ""
+    return daemon.state.statuses[(cluster, sync)].error or ""
 
 
 @pytest.fixture
@@ -145,11 +145,11 @@ async def test_a_wave_rollout_stops_at_a_failing_first_wave_and_continues_after_
         rollout = daemon.status_document()["rollout"]
         assert rollout["halted_at_wave"] == 0
         assert rollout["waves"] == {"0": second, "1": first, "2": first}
-        assert rollout_lines(daemon.fleet, daemon.state) == [
+        assert rollout_lines(daemon.fleet, daemon.state.store) == [
             f"rollout: wave 0 at {second[:12]}, wave 1 at {first[:12]}, wave 2 at {first[:12]}"
         ]
         assert await values(spokes, ns) == ["1", "1", "1"]
-        assert daemon.workers[middle.name].statuses["r"].revision == first
+        assert daemon.state.statuses[(middle.name, "r")].revision == first
 
         repo.write({"r/cm.yaml": configmap("release", ns, {"release": "3", "region": "${region:=none}"})})
         third = repo.commit("release 3: the region has a default")
@@ -157,6 +157,6 @@ async def test_a_wave_rollout_stops_at_a_failing_first_wave_and_continues_after_
         for spoke in spokes:
             await status_of(daemon, spoke.name, "r", "ready", third)
         assert await values(spokes, ns) == ["3", "3", "3"]
-        order = [daemon.workers[s.name].statuses["r"].succeeded_at or 0 for s in spokes]
+        order = [daemon.state.statuses[(s.name, "r")].succeeded_at or 0 for s in spokes]
         assert order == sorted(order), "waves went out of order"
         assert daemon.status_document()["rollout"]["reached_wave"] == 2

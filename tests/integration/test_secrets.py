@@ -136,7 +136,7 @@ async def configmap_exists(spoke: Spoke, ns: str, name: str) -> bool:
 
 async def until_status(daemon: Daemon, spokes: list[Spoke], sync: str, result: str, revision: str) -> None:
     async def check() -> bool:
-        found = [daemon.workers[s.name].statuses.get(sync) for s in spokes]
+        found = [daemon.state.status(s.name, sync) for s in spokes]
         return all(s is not None and (s.result, s.revision) == (result, revision) for s in found)
 
     await eventually(check, f"{sync} {result} at {revision[:12]} on every spoke")
@@ -242,7 +242,7 @@ class TestBrokenSecretsApplyAndPruneNothing:
             other = "kust" if sync == "plain" else "plain"
             await until_status(daemon, spokes, other, "ready", broken)
             for spoke in spokes:
-                error = daemon.workers[spoke.name].statuses[sync].error or ""
+                error = daemon.state.statuses[(spoke.name, sync)].error or ""
                 assert error.startswith(message), error
             await assert_nothing_applied_or_pruned(spokes, namespace, sync)
 
@@ -260,13 +260,13 @@ class TestBrokenSecretsApplyAndPruneNothing:
         async with running(secrets_fleet(tmp_path, repo, spokes, namespace, None)) as daemon:
             for sync in ("plain", "kust"):
                 await until_status(daemon, spokes, sync, "failed", unkeyed)
-            statuses = daemon.workers[spokes[0].name].statuses
             for sync, files in (("plain", "db.yaml|api.json"), ("kust", "creds.env|token.bin")):
+                error = daemon.state.statuses[(spokes[0].name, sync)].error
                 assert re.fullmatch(
                     rf"{sync}/({files}): the file is SOPS-encrypted but no decryption keys are "
                     r"configured \(\[decryption\] in the fleet file\)",
-                    statuses[sync].error or "",
-                ), statuses[sync].error
+                    error or "",
+                ), error
             for sync in ("plain", "kust"):
                 await assert_nothing_applied_or_pruned(spokes, namespace, sync)
 
@@ -326,7 +326,7 @@ class TestPlaintextStaysOut:
             daemon.trigger_fetch()
             await until_status(daemon, spokes, "kust", "failed", bad)
             await until_status(daemon, spokes, "plain", "failed", bad)
-            assert "node contents" in (daemon.workers[spokes[0].name].statuses["kust"].error or "")
+            assert "node contents" in (daemon.state.statuses[(spokes[0].name, "kust")].error or "")
         formatter = logging.Formatter("%(name)s %(levelname)s %(message)s %(args)s")
         logged = "\n".join(formatter.format(record) for record in caplog.records)
         assert "[redacted]" in logged, "the kustomize failure should have been logged, redacted"

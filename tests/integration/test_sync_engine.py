@@ -55,7 +55,7 @@ async def until_everywhere(spokes: list[Spoke], ns: str, name: str, data: dict[s
 
 async def until_status(daemon: Daemon, cluster: str, sync: str, result: str, revision: str) -> None:
     async def check() -> bool:
-        s = daemon.workers[cluster].statuses.get(sync)
+        s = daemon.state.status(cluster, sync)
         return s is not None and s.result == result and s.revision == revision
 
     await eventually(check, f"{cluster}/{sync} {result} at {revision[:12]}")
@@ -143,7 +143,7 @@ async def test_a_stopped_spoke_does_not_hold_back_the_others_and_catches_up(
         daemon.trigger_fetch()
         await until_everywhere(spokes[:2], ns, "cm", {"v": "2"})
         await until_status(daemon, spare_spoke.name, "base", "failed", two)
-        assert "unreachable" in (daemon.workers[spare_spoke.name].statuses["base"].error or "")
+        assert "unreachable" in (daemon.state.statuses[(spare_spoke.name, "base")].error or "")
         testbed.start_spoke(spare_spoke.name)
         daemon.trigger(spare_spoke.name)
         await until_everywhere([spare_spoke], ns, "cm", {"v": "2"})
@@ -179,7 +179,7 @@ async def test_a_broken_manifest_fails_its_sync_alone_applying_and_pruning_nothi
         for spoke in spokes:
             await until_status(daemon, spoke.name, "apps", "failed", broken)
             await until_status(daemon, spoke.name, "other", "ready", broken)
-        error = daemon.workers[spokes[0].name].statuses["apps"].error or ""
+        error = daemon.state.statuses[(spokes[0].name, "apps")].error or ""
         assert "apps/bad.yaml" in error
         assert f"Deployment.apps {ns}/bad" in error
         for spoke in spokes:
@@ -282,19 +282,19 @@ async def test_a_restarted_daemon_on_an_unchanged_revision_writes_nothing(
         for spoke in spokes:
             await until_status(daemon, spoke.name, "apps", "ready", rev)
         before = await versions(daemon)
-        first_attempts = {s.name: daemon.workers[s.name].statuses["apps"].attempted_at for s in spokes}
+        first_attempts = {s.name: daemon.state.statuses[(s.name, "apps")].attempted_at for s in spokes}
     async with running(config) as daemon:
         daemon.trigger()  # force a full reconcile, not only a status read
 
         async def reconciled_again() -> bool:
-            st = {s.name: daemon.workers[s.name].statuses.get("apps") for s in spokes}
+            st = {s.name: daemon.state.status(s.name, "apps") for s in spokes}
             return all(
                 v is not None and v.attempted_at > first_attempts[k] and v.result == "ready"
                 for k, v in st.items()
             )
 
         await eventually(reconciled_again, "a second reconcile after the restart")
-        assert all(daemon.workers[s.name].statuses["apps"].changed == 0 for s in spokes)
+        assert all(daemon.state.statuses[(s.name, "apps")].changed == 0 for s in spokes)
         assert await versions(daemon) == before
 
 

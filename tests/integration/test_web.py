@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetd.api.http import MAX_BODY, SHUTDOWN_TIMEOUT, ListenError, load_secrets, make_app, serve
-from fleetd.api.metrics import CONTENT_TYPE, FleetMetrics
+from fleetd.api.metrics import CONTENT_TYPE
 from fleetd.api.webhooks import (
     GENERIC_SIGNATURE,
     GITHUB_EVENT,
@@ -31,7 +31,9 @@ from fleetd.api.webhooks import (
     WebhookSecretError,
     sign,
 )
+from fleetd.daemon.state import FleetState
 from testbed.processes import free_port
+from tests.fleetstate import drifted, fleet_state
 from tests.prometheus import running_prometheus
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,16 +52,12 @@ class View:
     document: dict[str, Any] = field(default_factory=lambda: {"fleet": "home", "clusters": []})
     reason: str = "the source has not been fetched yet"
     fetches: int = 0
-    refreshes: int = 0
 
     def status_document(self) -> dict[str, Any]:
         return self.document
 
     def ready(self) -> tuple[bool, str]:
         return (not self.reason, self.reason)
-
-    def refresh_metrics(self) -> None:
-        self.refreshes += 1
 
     def trigger_fetch(self) -> None:
         self.fetches += 1
@@ -69,7 +67,7 @@ class View:
 class Hub:
     client: Client
     view: View
-    metrics: FleetMetrics
+    state: FleetState
 
     async def hook(self, receiver: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         return await self.client.post(f"/hooks/{receiver}", data=body, headers=headers)
@@ -98,18 +96,18 @@ def secret_files(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     github_file, generic_file = secret_files(tmp_path)
-    view, metrics = View(), FleetMetrics()
-    app = make_app(view, metrics, load_secrets(github=github_file, generic=generic_file))
+    view, state = View(), fleet_state(tmp_path / "fleet")
+    app = make_app(view, state, load_secrets(github=github_file, generic=generic_file))
     async with TestClient(TestServer(app)) as client:
-        yield Hub(client, view, metrics)
+        yield Hub(client, view, state)
 
 
 @asynccontextmanager
-async def serving(view: View, metrics: FleetMetrics, port: int, **secrets: Path | None) -> AsyncIterator[str]:
+async def serving(view: View, state: FleetState, port: int, **secrets: Path | None) -> AsyncIterator[str]:
     """`serve` as the daemon runs it, in a task; yields its base URL; cancels it on exit."""
     ready = asyncio.Event()
     task = asyncio.create_task(
-        serve(view, metrics, host="127.0.0.1", port=port, ready=ready,
+        serve(view, state, host="127.0.0.1", port=port, ready=ready,
               github_secret=secrets.get("github"), generic_secret=secrets.get("generic"))
     )  # fmt: skip
     waiter = asyncio.create_task(ready.wait())
@@ -211,7 +209,7 @@ async def test_a_generic_call_signed_with_the_github_secret_gets_401(hub: Hub) -
 
 async def test_webhook_routes_exist_only_for_configured_secrets(tmp_path: Path) -> None:
     _, generic_file = secret_files(tmp_path)
-    app = make_app(View(), FleetMetrics(), load_secrets(github=None, generic=generic_file))
+    app = make_app(View(), fleet_state(tmp_path / "fleet"), load_secrets(github=None, generic=generic_file))
     async with TestClient(TestServer(app)) as client:
         assert (await client.post("/hooks/github", data=PUSH, headers=github("push"))).status == 404
         assert (await client.post("/hooks/generic", data=b"")).status == 401
@@ -267,7 +265,7 @@ async def test_the_status_api_serves_the_daemons_document_as_json(hub: Hub) -> N
 
 
 async def test_metrics_are_served_in_the_prometheus_text_format(hub: Hub) -> None:
-    hub.metrics.set_drifted("a", "s", 2)
+    drifted(hub.state, "a", "s", 2)
     response = await hub.client.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"] == CONTENT_TYPE
@@ -281,7 +279,7 @@ async def test_metrics_are_served_in_the_prometheus_text_format(hub: Hub) -> Non
 async def test_serve_listens_sets_ready_and_stops_in_time_when_cancelled(tmp_path: Path) -> None:
     port = free_port()
     async with aiohttp.ClientSession() as session:
-        async with serving(View(), FleetMetrics(), port) as url:
+        async with serving(View(), fleet_state(tmp_path / "fleet"), port) as url:
             async with session.get(f"{url}/healthz") as response:
                 assert response.status == 200
             started = time.monotonic()
@@ -294,16 +292,16 @@ async def test_serve_refuses_an_empty_secret_file_before_listening(tmp_path: Pat
     (empty := tmp_path / "github.secret").write_text("\n")
     ready = asyncio.Event()
     with pytest.raises(WebhookSecretError, match="is empty"):
-        await serve(View(), FleetMetrics(), host="127.0.0.1", port=free_port(), ready=ready,
+        await serve(View(), fleet_state(tmp_path / "fleet"), host="127.0.0.1", port=free_port(), ready=ready,
                     github_secret=empty, generic_secret=None)  # fmt: skip
     assert not ready.is_set()
 
 
-async def test_serve_names_the_address_when_the_port_is_taken() -> None:
+async def test_serve_names_the_address_when_the_port_is_taken(tmp_path: Path) -> None:
     port = free_port()
-    async with serving(View(), FleetMetrics(), port):
+    async with serving(View(), fleet_state(tmp_path / "fleet"), port):
         with pytest.raises(ListenError, match=f"127.0.0.1:{port}.*change `listen`"):
-            await serve(View(), FleetMetrics(), host="127.0.0.1", port=port,
+            await serve(View(), fleet_state(tmp_path / "fleet"), host="127.0.0.1", port=port,
                         github_secret=None, generic_secret=None)  # fmt: skip
 
 
@@ -311,11 +309,11 @@ async def test_serve_names_the_address_when_the_port_is_taken() -> None:
 
 
 async def test_a_real_prometheus_scrapes_the_drift_metric(tmp_path: Path) -> None:
-    metrics = FleetMetrics()
-    metrics.set_drifted("a", "s", 2)
+    state = fleet_state(tmp_path / "fleet", clusters=("a",), syncs=("s",))
+    drifted(state, "a", "s", 2)
     port = free_port()
     async with (
-        serving(View(), metrics, port),
+        serving(View(), state, port),
         running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"]) as prom,
     ):
         result = await prom.wait_for("fleetd_drifted_objects")

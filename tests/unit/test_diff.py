@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fleetd.cli.diff import label, render_report, report_json
 from fleetd.kube.objects import ObjRef
 from fleetd.reconcile.apply import Desired
 from fleetd.reconcile.diff import (
@@ -17,11 +18,8 @@ from fleetd.reconcile.diff import (
     DiffReport,
     ObjectDiff,
     SyncDiff,
-    label,
     masked,
     object_diff,
-    render_report,
-    report_json,
     scrub,
     taken_over,
 )

@@ -265,7 +265,7 @@ class TestFindingTheBinary:
         monkeypatch.setenv("FLEETD_KUSTOMIZE", "/from/env/kustomize")
         assert find_binary() == Path("/from/env/kustomize")
 
-    def test_then_the_one_on_path(
+    def test_then_path_and_never_the_test_bed(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kustomize_bin: Path
     ) -> None:
         monkeypatch.delenv("FLEETD_KUSTOMIZE", raising=False)

@@ -16,11 +16,11 @@ import pyrage
 import pytest
 import yaml
 
-from fleetd.daemon.root import decryptor
 from fleetd.errors import FleetdError
 from fleetd.inventory.model import Decryption
 from fleetd.render import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
 from fleetd.render import pipeline as render_module
+from fleetd.secrets.decryptor import decryptor
 from testbed.build import toolset
 
 pytestmark = pytest.mark.timeout(10)
