@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,7 @@ from fleetd.render import pipeline
 from fleetd.render.errors import RenderError
 from fleetd.render.kustomize import DEFAULT_TIMEOUT
 from fleetd.render.model import ClusterScoped, Decrypt, Loaded, RenderResult
+from fleetd.render.pipeline import release
 from fleetd.render.plaintext import refuse
 
 DEFAULT_CACHE_SIZE = 256
@@ -66,9 +68,36 @@ class _TaskCache(Generic[K, V]):
 
     def evict(self, keep: Callable[[K], bool]) -> int:
         stale = [key for key in self._tasks if not keep(key)]
-        for key in stale:
-            del self._tasks[key]
+        dropped = [self._tasks.pop(key) for key in stale]
+        if dropped:
+            _release_in_background(dropped)
         return len(stale)
+
+
+def _release_in_background(tasks: list[asyncio.Task[Any]]) -> None:
+    """Free evicted results in a thread, a slice at a time (millions of objects take a while to free).
+
+    The thread holds the only references left (callers still awaiting a task keep theirs).
+    """
+
+    def release_all() -> None:
+        items: list[Any] = []
+        while tasks:
+            task = tasks.pop()
+            if task.done() and not task.cancelled() and task.exception() is None:
+                items.extend(_parts(task.result()))
+            del task
+        release(items)
+
+    threading.Thread(target=release_all, name="render-cache-release", daemon=True).start()
+
+
+def _parts(result: object) -> tuple[Any, ...]:
+    if isinstance(result, RenderResult):
+        return result.objects
+    if isinstance(result, Loaded):
+        return result.documents
+    return ()
 
 
 RenderKey = tuple[str, PurePosixPath, frozenset[tuple[str, str]], str | None]

@@ -45,14 +45,28 @@ class Source:
     verbatim: frozenset[str] = frozenset()
 
 
-def file_sources(raw: bytes, where: str, syntax: Syntax, decrypt: Decrypt | None) -> list[Source]:
-    """The documents of one manifest file, decrypted first when it is SOPS-encrypted."""
+def file_sources(raw: bytes, where: str, syntax: Syntax, decrypt: Decrypt | None) -> Iterator[Source]:
+    """The documents of one manifest file, one at a time, decrypted first when it is SOPS-encrypted."""
     if is_truncated(raw):
         raise RenderError(TRUNCATED, file=where)
-    documents = parse(raw, where, syntax)
-    if not any(is_sops_encrypted(doc.value) for doc in documents):
-        return [Source(doc, doc.line) for doc in documents]
-    plain = parse(call_decrypt(decrypt, raw, syntax, where), where, syntax, secret=True)
+    if is_sops_encrypted(raw):  # sops puts its metadata in the first document (and every other)
+        yield from _decrypted_sources(raw, where, syntax, decrypt)
+        return
+    for doc in parse(raw, where, syntax):
+        if is_sops_encrypted(doc.value):
+            raise RenderError(
+                "holds sops metadata, but the file's first document does not: sops encrypts whole "
+                "files; encrypt the file again with sops",
+                file=where,
+                document=doc.index,
+                line=doc.line,
+            )
+        yield Source(doc, doc.line)
+
+
+def _decrypted_sources(raw: bytes, where: str, syntax: Syntax, decrypt: Decrypt | None) -> list[Source]:
+    documents = list(parse(raw, where, syntax))
+    plain = list(parse(call_decrypt(decrypt, raw, syntax, where), where, syntax, secret=True))
     if any(is_sops_encrypted(doc.value) for doc in plain):
         raise RenderError("still SOPS-encrypted after decryption", file=where)
     lines = [doc.line for doc in documents] if len(documents) == len(plain) else [None] * len(plain)

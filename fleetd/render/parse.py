@@ -12,6 +12,7 @@ characters of the plaintext.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 from fleetd.render.errors import RenderError
@@ -26,12 +27,16 @@ def syntax_of(name: str) -> Syntax:
     return "json" if name.lower().endswith(".json") else "yaml"
 
 
-def parse(raw: bytes, where: str, syntax: Syntax, *, secret: bool = False) -> list[Document]:
-    """Every document of `raw` (a file, or kustomize's output, named `where`); RenderError if unreadable."""
+def parse(raw: bytes, where: str, syntax: Syntax, *, secret: bool = False) -> Iterator[Document]:
+    """Every document of `raw` (a file, or kustomize's output, named `where`), one at a time.
+
+    RenderError when one is unreadable (after the documents before it).
+    """
     try:
         if syntax == "json":
-            return [yamldoc.load_json(raw)]
-        return list(yamldoc.load_manifests(raw))
+            yield yamldoc.load_json(raw)
+        else:
+            yield from yamldoc.load_manifests(raw)
     except yamldoc.DocumentError as e:
         raise _error(e, where, syntax, secret) from None
 

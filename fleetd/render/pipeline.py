@@ -30,6 +30,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from fleetd.render.decrypt import file_sources, output_sources
 from fleetd.render.errors import KustomizeError, RenderError
@@ -49,6 +50,9 @@ from fleetd.render.parse import syntax_of
 from fleetd.render.plaintext import plaintext_secrets, refuse
 from fleetd.render.scope import check_duplicates, default_namespace, scope_predicate
 from fleetd.render.variables import substituted
+from fleetd.util.heap import Settler
+
+_RELEASE_STEP = 500
 
 
 async def render(
@@ -68,10 +72,13 @@ async def render(
 
     With `require_encrypted_secrets`, a plaintext Secret fails the render.
     """
-    loaded = await load(
-        root, revision, path, kustomize=kustomize, kustomize_timeout=kustomize_timeout, decrypt=decrypt
-    )
-    result = await asyncio.to_thread(finish, loaded, variables, namespace, cluster_scoped=cluster_scoped)
+    loaded = [
+        await load(
+            root, revision, path, kustomize=kustomize, kustomize_timeout=kustomize_timeout, decrypt=decrypt
+        )
+    ]
+    # finish in a thread that also lets go of the loaded objects (freeing millions of them takes time)
+    result = await asyncio.to_thread(_finish_last, loaded, variables, namespace, cluster_scoped)
     if require_encrypted_secrets:
         refuse(result.plaintext_secrets)
     return result
@@ -103,7 +110,8 @@ def finish(
     cluster_scoped: ClusterScoped | None = None,
 ) -> RenderResult:
     """Substitute `variables`, default the namespace, refuse duplicates; never mutates `loaded`."""
-    objects = tuple(substituted(doc, variables) for doc in loaded.documents)
+    settler = Settler()
+    objects = tuple(substituted(doc, variables, settler) for doc in loaded.documents)
     if namespace:
         scoped = scope_predicate(objects, cluster_scoped)
         for rendered in objects:
@@ -116,6 +124,27 @@ def finish(
         digest=_digest(objects),
         plaintext_secrets=plaintext_secrets(objects),
     )
+
+
+def _finish_last(
+    box: list[Loaded],
+    variables: Mapping[str, str],
+    namespace: str | None,
+    cluster_scoped: ClusterScoped | None,
+) -> RenderResult:
+    """`finish` the only reference to a `Loaded` (in `box`), then free it in steps (a worker thread)."""
+    loaded = box.pop()
+    result = finish(loaded, variables, namespace, cluster_scoped=cluster_scoped)
+    documents = list(loaded.documents)
+    del loaded
+    release(documents)
+    return result
+
+
+def release(items: list[Any]) -> None:
+    """Drop `items` a slice at a time, so freeing a large result never holds the interpreter for long."""
+    while items:
+        del items[-_RELEASE_STEP:]
 
 
 def sync_files(root: Path, revision: str, path: PurePosixPath) -> list[Path]:
@@ -137,7 +166,7 @@ def sync_files(root: Path, revision: str, path: PurePosixPath) -> list[Path]:
 def _plain_objects(place: SyncDirectory, decrypt: Decrypt | None) -> tuple[Rendered, ...]:
     """The objects of a plain directory (in a worker thread)."""
     documents: list[Rendered] = []
-    total = 0
+    total, settler = 0, Settler()
     for file in manifest_files(place):
         where = place.where(file)
         raw = read_manifest(place, file, limit=MAX_SYNC_BYTES - total)
@@ -145,6 +174,7 @@ def _plain_objects(place: SyncDirectory, decrypt: Decrypt | None) -> tuple[Rende
         locate = file_locator(raw)
         for source in file_sources(raw, where, syntax_of(file.name), decrypt):
             documents.extend(objects(source, where, locate))
+            settler.parsed(source.document.size)
     return tuple(documents)
 
 
@@ -160,8 +190,12 @@ async def _built_objects(
     where = place.where(kfile)
 
     def documents() -> tuple[Rendered, ...]:
-        sources = output_sources(built.output, where, decrypt, built.decrypted)
-        return tuple(rendered for source in sources for rendered in objects(source, where))
+        found: list[Rendered] = []
+        settler = Settler()
+        for source in output_sources(built.output, where, decrypt, built.decrypted):
+            found.extend(objects(source, where))
+            settler.parsed(source.document.size)
+        return tuple(found)
 
     return await asyncio.to_thread(documents)
 

@@ -28,39 +28,50 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetd.render.model import Rendered
+from fleetd.util.heap import Settler
 
 SUBSTITUTE_ANNOTATION = "fleetd.dev/substitute"
 
 _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[=-])([^}]*))?\}")
 
 
-def substituted(rendered: Rendered, variables: Mapping[str, str]) -> Rendered:
-    """A copy of `rendered` with variables substituted into its string values; never mutates it."""
+def substituted(rendered: Rendered, variables: Mapping[str, str], settler: Settler | None = None) -> Rendered:
+    """A copy of `rendered` with variables substituted into its string values; never mutates it.
+
+    The copy's containers are counted to `settler` (see `fleetd.util.heap`).
+    """
     annotations = rendered.obj["metadata"].get("annotations")
     if isinstance(annotations, dict) and annotations.get(SUBSTITUTE_ANNOTATION) == "disabled":
         return dataclasses.replace(rendered, obj=copy.deepcopy(rendered.obj))
     undefined: set[str] = set()
-    obj = _Substitution(variables, rendered.verbatim, undefined).value(rendered.obj)
+    substitution = _Substitution(variables, rendered.verbatim, undefined)
+    obj = substitution.value(rendered.obj)
     if undefined:
         raise rendered.error(_undefined_message(sorted(undefined)))
+    if settler is not None:
+        settler.made(substitution.copied)
     return dataclasses.replace(rendered, obj=obj)
 
 
 class _Substitution:
     """One object's substitution: the variables, the texts to leave alone, the undefined names seen."""
 
-    __slots__ = ("_undefined", "_variables", "_verbatim")
+    __slots__ = ("_undefined", "_variables", "_verbatim", "copied")
 
     def __init__(self, variables: Mapping[str, str], verbatim: frozenset[str], undefined: set[str]) -> None:
         self._variables, self._verbatim, self._undefined = variables, verbatim, undefined
+        self.copied = 0
+        """Containers copied so far."""
 
     def value(self, value: Any) -> Any:
         """A copy of `value` substituted (containers are always copied; depth is bounded by parsing)."""
         if isinstance(value, str):
             return self._text(value) if "${" in value else value
         if isinstance(value, dict):
+            self.copied += 1
             return {key: self.value(item) for key, item in value.items()}
         if isinstance(value, list):
+            self.copied += 1
             return [self.value(item) for item in value]
         return value
 

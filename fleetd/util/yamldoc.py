@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +77,6 @@ _C_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _C_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
-_DOCUMENT_START = re.compile(rb"^---(?=[ \t\r\n]|$)", re.MULTILINE)
-_DIRECTIVE = re.compile(rb"^%", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +123,8 @@ class Document:
     """1-based index in the stream (empty documents count)."""
     line: int
     """1-based line where the document's content starts."""
+    size: int = 0
+    """Bytes of the part of the stream it was parsed from (a measure of the work it was)."""
 
 
 # --- loaders ----------------------------------------------------------------------------------
@@ -221,7 +220,7 @@ def load_manifests(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[
     for document, node, loader in _documents(data, _ManifestLoader, limits):
         shared = _measure(node, limits, document)
         value = _construct(loader, node, document)
-        yield Document(_unshared(value) if shared else value, document.index, document.line)
+        yield Document(_unshared(value) if shared else value, document.index, document.line, document.size)
 
 
 def load_plain(data: bytes | str, *, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
@@ -291,6 +290,7 @@ def _walk_to(node: Node, path: Sequence[str | int]) -> Node:
 class _Place:
     index: int
     line: int
+    size: int
 
 
 def _documents(
@@ -313,7 +313,7 @@ def _documents(
                 if node is None:
                     break
                 index += 1
-                yield _Place(index, line + node.start_mark.line), node, loader
+                yield _Place(index, line + node.start_mark.line, len(chunk)), node, loader
         finally:
             loader.dispose()
 
@@ -346,18 +346,21 @@ def _chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     A ``---`` at the start of a line ends any scalar (YAML forbids it inside
     one), so these are the parser's own document boundaries. Streams with
     directives (``%YAML``), which belong to the next document, or in UTF-16/32
-    are not cut.
+    are not cut. Only ``bytes.find`` scans the data: no single step holds the
+    interpreter for long, however large the stream.
     """
-    if _DIRECTIVE.search(data) or data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
+    unsplittable = data.startswith(b"%") or b"\n%" in data or data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    if unsplittable or b"\x00" in data[:4]:
         yield 0, 1, data
         return
-    start, line = 0, 1
-    for match in _DOCUMENT_START.finditer(data):
-        if match.start() == 0:
-            continue
-        yield start, line, data[start : match.start()]
-        line += data.count(b"\n", start, match.start())
-        start = match.start()
+    start, line, search = 0, 1, 0
+    while (found := data.find(b"\n---", search)) >= 0:
+        cut, search = found + 1, found + 4
+        if data[cut + 3 : cut + 4] not in (b"", b" ", b"\t", b"\r", b"\n"):
+            continue  # ---x is text, not a document marker
+        yield start, line, data[start:cut]
+        line += data.count(b"\n", start, cut)
+        start = cut
     yield start, line, data[start:]
 
 
@@ -487,7 +490,7 @@ def load_json(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Document:
     except ValueError as e:
         raise DocumentError(str(e), document=1) from None
     _measure_value(value, limits)
-    return Document(value, 1, 1)
+    return Document(value, 1, 1, len(data))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
