@@ -6,8 +6,9 @@ symbolic link, not a symbolic link loop) and finds its kustomization.
 
 Which files count (plain directories)
     The directory is walked recursively, in sorted order (so output and
-    errors are deterministic), without following symbolic links to
-    directories (so a directory linked to itself is walked once). Files ending
+    errors are deterministic). A symbolic link to a directory is an error, not
+    followed and not skipped: skipped, its objects would be missing from the
+    render and so pruned; followed, a link to itself would never end. Files ending
     in ``.yaml``, ``.yml`` or ``.json`` are manifests; any other file (README.md,
     scripts) is ignored, as is anything whose name starts with a dot
     (``.sops.yaml``, ``.github/``) and files named ``kustomization.yaml``,
@@ -97,6 +98,14 @@ def manifest_files(place: SyncDirectory) -> Iterator[Path]:
     """Manifest files under the sync directory, depth first, sorted; see the module docstring."""
     for current, dirs, files in os.walk(place.directory, onerror=_walk_error(place)):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in dirs:
+            if Path(current, name).is_symlink():
+                raise RenderError(
+                    "is a symbolic link to a directory, which fleetd does not follow in a plain sync path "
+                    "(its objects would silently be missing); replace the link by the directory, or use a "
+                    "kustomization that names it",
+                    file=place.where(Path(current, name)),
+                )
         for name in sorted(files):
             if is_manifest_name(name):
                 yield Path(current, name)
@@ -116,17 +125,22 @@ def is_manifest_name(name: str) -> bool:
     return not skipped and name.lower().endswith(MANIFEST_SUFFIXES)
 
 
-def read_manifest(place: SyncDirectory, file: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of manifest `file`, checked as the module docstring says; RenderError if unreadable."""
+def read_manifest(place: SyncDirectory, file: Path, *, remaining: int = MAX_SYNC_BYTES) -> bytes:
+    """The bytes of manifest `file`, checked as the module docstring says; RenderError if unreadable.
+
+    `remaining` is what is left of the sync's `MAX_SYNC_BYTES` budget.
+    """
     where = place.where(file)
     if file.is_symlink():
         _check_link(place, file, where)
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
-        raise RenderError(f"cannot open: {e.strerror}; check the file's permissions", file=where) from None
+        raise RenderError(
+            f"cannot open: {e.strerror}; make it a regular file fleetd's user can read", file=where
+        ) from None
     try:
-        return _read_regular(fd, where, limit)
+        return _read_regular(fd, where, min(MAX_FILE_BYTES, remaining), remaining < MAX_FILE_BYTES)
     finally:
         os.close(fd)
 
@@ -149,28 +163,36 @@ def _check_link(place: SyncDirectory, file: Path, where: str) -> None:
         raise RenderError("symbolic link to outside the repository", file=where)
 
 
-def _read_regular(fd: int, where: str, limit: int) -> bytes:
+def _read_regular(fd: int, where: str, limit: int, budget: bool) -> bytes:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
         raise RenderError(f"is {kind}, not a regular file; remove it from the sync path", file=where)
     if info.st_size > limit:
-        raise RenderError(too_large(info.st_size, limit), file=where)
+        raise RenderError(_too_large(info.st_size, budget), file=where)
     chunks, size = [], 0
     try:
         while chunk := os.read(fd, _READ_CHUNK):
             size += len(chunk)
             if size > limit:  # it grew while we read it
-                raise RenderError(too_large(size, limit), file=where)
+                raise RenderError(_too_large(size, budget), file=where)
             chunks.append(chunk)
     except OSError as e:
         raise RenderError(f"cannot read: {e.strerror}", file=where) from None
     return b"".join(chunks)
 
 
-def too_large(size: int, limit: int) -> str:
-    """The message for a file of `size` bytes over `limit`."""
+def _too_large(size: int, budget: bool) -> str:
+    if budget:
+        return (
+            f"is {_size(size)}, which takes the sync path's manifests over the {_size(MAX_SYNC_BYTES)} "
+            "fleetd reads for one sync; split the directory into several syncs"
+        )
     return (
-        f"is {size / MiB:.1f} MiB, more than the {limit / MiB:.0f} MiB fleetd reads from one file; "
+        f"is {_size(size)}, more than the {_size(MAX_FILE_BYTES)} fleetd reads from one file; "
         "split it into several files"
     )
+
+
+def _size(count: int) -> str:
+    return f"{count / MiB:.1f} MiB" if count >= MiB else f"{count} bytes"

@@ -51,6 +51,5 @@ def _error(error: yamldoc.DocumentError, where: str, syntax: Syntax, secret: boo
         )
         return RenderError(message, file=where, document=error.document)
     column = f" (column {error.column})" if error.column is not None else ""
-    return RenderError(
-        f"invalid {name}: {error.problem}{column}", file=where, document=error.document, line=error.line
-    )
+    problem = f"{error.problem}{column}" if error.bound else f"invalid {name}: {error.problem}{column}"
+    return RenderError(problem, file=where, document=error.document, line=error.line)

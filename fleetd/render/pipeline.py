@@ -32,15 +32,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fleetd.render import files
 from fleetd.render.decrypt import file_sources, output_sources
 from fleetd.render.errors import KustomizeError, RenderError
-from fleetd.render.files import (
-    MAX_SYNC_BYTES,
-    SyncDirectory,
-    manifest_files,
-    read_manifest,
-    sync_directory,
-)
+from fleetd.render.files import SyncDirectory, manifest_files, read_manifest, sync_directory
 from fleetd.render.kustomization import kustomization_graph
 from fleetd.render.kustomize import DEFAULT_TIMEOUT
 from fleetd.render.kustomize import build as kustomize_build
@@ -169,7 +164,7 @@ def _plain_objects(place: SyncDirectory, decrypt: Decrypt | None) -> tuple[Rende
     total, settler = 0, Settler()
     for file in manifest_files(place):
         where = place.where(file)
-        raw = read_manifest(place, file, limit=MAX_SYNC_BYTES - total)
+        raw = read_manifest(place, file, remaining=files.MAX_SYNC_BYTES - total)
         total += len(raw)
         locate = file_locator(raw)
         for source in file_sources(raw, where, syntax_of(file.name), decrypt):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import gc
 import threading
 
-SETTLE_EVERY = 200_000
+SETTLE_EVERY = 100_000
 """Objects made (roughly) between two `settle` calls of a `Settler`."""
 BYTES_PER_OBJECT = 10
 """Parsed YAML makes about one object per this many bytes of input."""

@@ -95,9 +95,19 @@ DEFAULT_LIMITS = Limits()
 class DocumentError(ValueError):
     """A document could not be read; `position` and `problem` say where and why."""
 
-    def __init__(self, problem: str, *, document: int, line: int | None = None, column: int | None = None):
+    def __init__(
+        self,
+        problem: str,
+        *,
+        document: int,
+        line: int | None = None,
+        column: int | None = None,
+        bound: bool = False,
+    ):
         self.problem = problem
         """The parser's or the bound's complaint (may quote a few characters of the input)."""
+        self.bound = bound
+        """The document is well-formed but over one of the `Limits`."""
         self.document = document
         """1-based index of the document in its stream."""
         self.line = line
@@ -305,6 +315,7 @@ def _documents(
                 "fleetd reads (Kubernetes stores objects of at most about 1.5 MiB); split it",
                 document=index + 1,
                 line=line,
+                bound=True,
             )
         loader = loader_class(chunk)
         try:
@@ -415,21 +426,19 @@ def _measure(root: Node, limits: Limits, place: _Place) -> bool:
             frame[2] += weight
             frame[3] = max(frame[3], height + 1)
             if aliased > limits.max_alias_nodes:
-                raise _bound(
-                    f"aliases expand to more than {limits.max_alias_nodes} nodes", child, root, place
-                )
+                raise _bound(_bomb(limits), child, root, place)
             if len(stack) + height > limits.max_depth:
-                raise _bound(f"nests deeper than {limits.max_depth} levels", child, root, place)
+                raise _bound(_too_deep(limits), child, root, place)
         elif id(child) in active:
-            raise _bound("a recursive alias (an anchor used inside itself)", child, root, place)
+            raise _bound("a recursive alias (an anchor used inside itself); remove it", child, root, place)
         else:
             total += 1
             if len(stack) >= limits.max_depth:
-                raise _bound(f"nests deeper than {limits.max_depth} levels", child, root, place)
+                raise _bound(_too_deep(limits), child, root, place)
             active.add(id(child))
             stack.append([child, iter(_children(child)), 1, 1])
         if total + aliased > limits.max_nodes:
-            raise _bound(f"has more than {limits.max_nodes} nodes", child, root, place)
+            raise _bound(_too_many(limits), child, root, place)
     return shared
 
 
@@ -444,9 +453,22 @@ def _children(node: Node) -> Iterable[Node]:
 def _bound(problem: str, node: Node, root: Node, place: _Place) -> DocumentError:
     mark = node.start_mark
     line = place.line - root.start_mark.line + mark.line
-    return DocumentError(
-        f"{problem}; fleetd refuses such documents", document=place.index, line=line, column=mark.column + 1
+    return DocumentError(problem, document=place.index, line=line, column=mark.column + 1, bound=True)
+
+
+def _bomb(limits: Limits) -> str:
+    return (
+        f"its aliases expand to more than {limits.max_alias_nodes} nodes (an alias bomb?); "
+        "write repeated parts out instead of aliasing them"
     )
+
+
+def _too_deep(limits: Limits) -> str:
+    return f"nests deeper than {limits.max_depth} levels; Kubernetes objects never need that many"
+
+
+def _too_many(limits: Limits) -> str:
+    return f"has more than {limits.max_nodes} nodes; split it into several documents"
 
 
 def _unshared(value: Any) -> Any:
@@ -476,6 +498,7 @@ def load_json(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Document:
             f"the document is {_size(len(data))}, more than the {_size(limits.max_document_bytes)} "
             "fleetd reads (Kubernetes stores objects of at most about 1.5 MiB); split it",
             document=1,
+            bound=True,
         )
     try:
         value = json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
@@ -486,7 +509,7 @@ def load_json(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Document:
             f"not UTF-8 text (byte {e.start + 1}); save the file as UTF-8", document=1
         ) from None
     except RecursionError:
-        raise DocumentError(f"nests deeper than {limits.max_depth} levels", document=1) from None
+        raise DocumentError(_too_deep(limits), document=1, bound=True) from None
     except ValueError as e:
         raise DocumentError(str(e), document=1) from None
     _measure_value(value, limits)
@@ -516,13 +539,13 @@ def _measure_value(value: Any, limits: Limits) -> None:
         item, depth = pending.pop()
         count += 1
         if depth > limits.max_depth:
-            raise DocumentError(f"nests deeper than {limits.max_depth} levels; fleetd refuses it", document=1)
+            raise DocumentError(_too_deep(limits), document=1, bound=True)
         if isinstance(item, dict):
             pending.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
             pending.extend((child, depth + 1) for child in item)
     if count > limits.max_nodes:
-        raise DocumentError(f"has more than {limits.max_nodes} nodes; fleetd refuses it", document=1)
+        raise DocumentError(_too_many(limits), document=1, bound=True)
 
 
 # --- writing ----------------------------------------------------------------------------------
