@@ -230,7 +230,7 @@ async def _kustomize(
     except _TooMuchOutput:
         raise KustomizeError(
             plan.where,
-            f"kustomize build printed more than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB; split the sync",
+            f"kustomize build printed more than {MAX_OUTPUT_BYTES} bytes; split the sync into several",
         ) from None
     except OSError as e:
         raise KustomizeError(plan.where, f"cannot run {argv[0]}: {e.strerror}", temporary=True) from e
@@ -286,6 +286,9 @@ async def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) 
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+            for stream in (process.stdout, process.stderr):  # wait() also waits for the pipes to close
+                while stream is not None and await stream.read(_READ_SIZE):
+                    pass
             await process.wait()
     assert process.returncode is not None
     return process.returncode, out.result(), err.result()

@@ -256,6 +256,33 @@ def assert_gone(pid: int, deadline: float = 3.0) -> None:
     raise AssertionError(f"process {pid} still runs")
 
 
+class TestLimits:
+    async def test_at_most_max_concurrent_builds_run_at_once(self, tmp_path: Path) -> None:
+        running, log = tmp_path / "running", tmp_path / "log"
+        running.mkdir()
+        counting = tmp_path / "stand-in-kustomize"  # counts the builds running with it, instead of building
+        counting.write_text(
+            f"#!/bin/sh\ntouch {running}/$$\nls {running} | wc -l >> {log}\nsleep 0.3\nrm {running}/$$\n"
+        )
+        counting.chmod(0o755)
+        write(tmp_path, {"app/kustomization.yaml": "resources: []\n"})
+        await asyncio.gather(*(build(tmp_path / "app", root=tmp_path, binary=counting) for _ in range(10)))
+        seen = [int(line) for line in log.read_text().split()]
+        assert len(seen) == 10
+        assert 2 <= max(seen) <= kustomize.MAX_CONCURRENT_BUILDS == 4
+
+    async def test_output_past_the_limit_fails_the_build_and_stops_the_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(kustomize, "MAX_OUTPUT_BYTES", 100_000)
+        endless = tmp_path / "stand-in-kustomize"  # prints without end, as no real build can be made to
+        endless.write_text("#!/bin/sh\nexec yes\n")
+        endless.chmod(0o755)
+        write(tmp_path, {"app/kustomization.yaml": "resources: []\n"})
+        with pytest.raises(KustomizeError, match=r"^app: kustomize build printed more than 100000 bytes"):
+            await build(tmp_path / "app", root=tmp_path, binary=endless)
+
+
 class TestFindingTheBinary:
     def test_an_explicit_binary_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("FLEETD_KUSTOMIZE", "/from/env/kustomize")
