@@ -107,7 +107,7 @@ class TestTheStartupSweep:
                 (directory / "tree").mkdir(parents=True)
                 (directory / "tree/secret.env").write_text(CANARY)
             own = workdir.make_workdir()
-            assert sorted(sweep_stale_workdirs()) == sorted([dead, reused])
+            assert sorted(p for p in sweep_stale_workdirs() if p.parent == runtime) == sorted([dead, reused])
             assert sorted(runtime.iterdir()) == sorted([alive, unrelated, own])
         finally:
             running.kill()
@@ -169,7 +169,7 @@ class TestAKill9MidBuild:
             fleetd.kill()
             fleetd.wait()
             stop_stand_in(pid_file)
-        assert len(sweep_stale_workdirs()) == 1
+        assert len([p for p in sweep_stale_workdirs() if p.parent == runtime]) == 1
         assert list(runtime.iterdir()) == []
 
     def test_the_sops_binary_dies_with_fleetd(self, tmp_path: Path) -> None:
