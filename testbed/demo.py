@@ -25,7 +25,7 @@ from types import FrameType
 from fleetd.daemon.status import status_rows
 from fleetd.daemon.store import StateStore
 from fleetd.inventory import Fleet, load_fleet
-from fleetd.source.git import publish_directory
+from fleetd.source import publish_directory
 from testbed.bed import TestBed
 
 DEMO_KUBECONFIG_DIR = Path.home() / ".kube" / "fleetd-demo"

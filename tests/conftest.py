@@ -17,6 +17,7 @@ import pytest
 
 from testbed.bed import Spoke, TestBed
 from testbed.build import put_tools_on_path
+from tests.gitservers import GitServers, start_servers
 
 put_tools_on_path()  # fleetd finds sops and kustomize on PATH, as on a hub
 
@@ -64,3 +65,9 @@ def spare_spoke(testbed: TestBed) -> Iterator[Spoke]:
     (spoke,) = testbed.add_spokes([name])
     yield spoke
     testbed.remove_spoke(name)
+
+
+@pytest.fixture(scope="session")
+def git_servers() -> Iterator[GitServers]:
+    """sshd, smart HTTP over TLS and a GitHub App token stand-in on loopback (tests/gitservers.py)."""
+    yield from start_servers()

@@ -36,3 +36,7 @@ class WorkRepo:
         parents = [] if self.repo.head_is_unborn else [self.repo.head.target]
         oid = self.repo.create_commit("HEAD", self.signature, self.signature, message, tree, parents)
         return str(oid)
+
+    def head(self) -> str:
+        """The commit the branch points at."""
+        return str(self.repo.head.target)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -42,6 +43,7 @@ class Controllable(Protocol):
     def resume(self) -> None: ...
     def promote(self) -> None: ...
     def request_reload(self) -> None: ...
+    def allow_prune(self, cluster: str, sync: str) -> None: ...
 
 
 DAEMON: Final = web.AppKey("fleetd.daemon", Controllable)
@@ -107,6 +109,19 @@ async def _rollout(request: web.Request) -> web.Response:
     return _answer(actions[verb], f"rollout {verb}: done")
 
 
+async def _allow_prune(request: web.Request) -> web.Response:
+    cluster, sync = _target(await _body(request))
+    if cluster is None or sync is None:
+        return web.json_response(
+            {"error": "name a cluster and a sync: fleetd prune --allow CLUSTER SYNC"}, status=400
+        )
+    what = f"{cluster}/{sync}"
+    return _answer(
+        lambda: request.app[DAEMON].allow_prune(cluster, sync),
+        f"the next reconcile of {what} may prune beyond its deletion budget",
+    )
+
+
 async def _reload(request: web.Request) -> web.Response:
     return _answer(request.app[DAEMON].request_reload, "reload requested")
 
@@ -120,6 +135,7 @@ def make_app(daemon: Controllable) -> web.Application:
     app.router.add_post("/v1/resume", _resume)
     app.router.add_post("/v1/rollout/{verb}", _rollout)
     app.router.add_post("/v1/reload", _reload)
+    app.router.add_post("/v1/prune/allow", _allow_prune)
     return app
 
 
@@ -130,13 +146,36 @@ async def serve(daemon: Controllable, state_dir: Path) -> web.AppRunner:
         path.unlink()  # a stale socket of a daemon that died
     runner = web.AppRunner(make_app(daemon), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    old = os.umask(0o177)
-    try:
-        await web.UnixSite(runner, str(path)).start()
-    finally:
-        os.umask(old)
-    path.chmod(0o600)
+    await web.SockSite(runner, _private_socket(path)).start()
     return runner
+
+
+def _private_socket(path: Path) -> socket.socket:
+    """A Unix socket listening at `path` with mode 0600, never reachable with a looser mode.
+
+    bind() gives the socket file the process umask's mode, and changing the
+    umask would change it for every thread (the git source creates
+    directories at the same time). So the socket is bound inside a fresh
+    0700 directory, where nobody else can reach it, made 0600, and only then
+    renamed into place.
+    """
+    private = Path(tempfile.mkdtemp(prefix=".control-", dir=path.parent))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        private.chmod(0o700)
+        sock.bind(str(private / SOCKET_NAME))
+        (private / SOCKET_NAME).chmod(0o600)
+        (private / SOCKET_NAME).rename(path)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            (private / SOCKET_NAME).unlink()
+        private.rmdir()
+    return sock
 
 
 async def call(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -38,9 +38,10 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from fleetd.api.metrics import CONTENT_TYPE, Registry, exposition, registry
-from fleetd.api.webhooks import RECEIVERS, Result, Secret, Verdict, Verifier
+from fleetd.api.webhooks import RECEIVERS, Result, Secret, Verdict, Verifier, for_source
 from fleetd.daemon.state import FleetState
 from fleetd.errors import FleetdError
+from fleetd.inventory import GitRef
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class FleetView(Protocol):
         """Fetch the repository now and reconcile what changed."""
         ...
 
+    def followed_ref(self) -> GitRef:
+        """The ref the source follows now (pushes to other refs are acknowledged and ignored)."""
+        ...
+
 
 class ListenError(FleetdError):
     """The HTTP server cannot listen on the configured address."""
@@ -90,9 +95,11 @@ STATE: Final = web.AppKey("fleetd.state", FleetState)
 METRICS: Final = web.AppKey("fleetd.metrics", Registry)
 
 
-def load_secrets(*, github: Path | None, generic: Path | None) -> dict[str, Secret]:
+def load_secrets(
+    *, github: Path | None, generic: Path | None, gitlab: Path | None = None
+) -> dict[str, Secret]:
     """Secrets of the configured receivers, read once; raises `WebhookSecretError`."""
-    paths = {"github": github, "generic": generic}
+    paths = {"github": github, "generic": generic, "gitlab": gitlab}
     return {name: Secret.read(path) for name, path in paths.items() if path is not None}
 
 
@@ -117,6 +124,7 @@ async def serve(
     port: int,
     github_secret: Path | None,
     generic_secret: Path | None,
+    gitlab_secret: Path | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
     """Serve until cancelled; `ready` is set once the socket listens.
@@ -124,7 +132,9 @@ async def serve(
     Raises `WebhookSecretError` (bad secret file) or `ListenError` (address
     in use, not local) before listening.
     """
-    app = make_app(view, state, load_secrets(github=github_secret, generic=generic_secret))
+    app = make_app(
+        view, state, load_secrets(github=github_secret, generic=generic_secret, gitlab=gitlab_secret)
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
@@ -175,7 +185,7 @@ def _webhook(name: str, verify: Verifier, secret: Secret) -> Handler:
         except web.HTTPRequestEntityTooLarge:
             verdict = Verdict(result=Result.TOO_LARGE, fetch=False, message=f"body over {MAX_BODY} bytes")
         else:
-            verdict = verify(secret, request.headers, body)
+            verdict = for_source(verify(secret, request.headers, body), request.app[VIEW].followed_ref())
         return _answer(request, name, verdict)
 
     return receive

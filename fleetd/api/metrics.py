@@ -28,6 +28,7 @@ or sync that left the inventory disappear with it.
 | `fleetd_source_fetch_duration_seconds` | histogram | result | time one git fetch took (3) |
 | `fleetd_source_revision_info` | gauge = 1 | url, ref, revision | revision fetched last (4) |
 | `fleetd_source_last_fetch_timestamp_seconds` | gauge | | when the last fetch succeeded |
+| `fleetd_source_disk_bytes` | gauge | part | bytes of the git mirror and of the snapshots (6) |
 | `fleetd_webhook_requests_total` | counter | receiver, result | webhook calls, by result (5) |
 | `fleetd_inventory_valid` | gauge 0/1 | | the last inventory load succeeded |
 | `fleetd_state_recording` | gauge 0/1 | | the state directory accepts writes |
@@ -37,7 +38,8 @@ or sync that left the inventory disappear with it.
 
 (1) ready, failed, waiting, suspended, held. (2) unreachable, unauthorized,
 forbidden, throttled, server, other. (3) ok, failed. (4) the url without a
-password. (5) accepted, ignored, unauthorized, too_large, bad_request.
+password. (5) accepted, ignored, unauthorized, too_large, bad_request. (6) mirror,
+snapshots.
 Timestamps are Unix seconds; durations are seconds, in buckets from 0.05 s
 to 5 minutes.
 """
@@ -60,7 +62,7 @@ from prometheus_client.registry import Collector
 
 from fleetd.daemon.state import FleetState, Histogram
 from fleetd.reconcile.outcome import Result
-from fleetd.source.git import redact
+from fleetd.source import redact
 
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 """The Content-Type of `exposition`."""
@@ -180,6 +182,14 @@ class FleetCollector(Collector):
             url = redact(state.fleet.source.url)
             info.add_metric((), {"url": url, "ref": source.ref or "", "revision": source.revision})
             yield info
+        disk = state.source_disk()
+        if disk is not None:
+            usage = GaugeMetricFamily(
+                "fleetd_source_disk_bytes", "Bytes the git mirror and the snapshots take.", labels=("part",)
+            )
+            usage.add_metric(("mirror",), disk.mirror_bytes)
+            usage.add_metric(("snapshots",), disk.snapshot_bytes)
+            yield usage
         if source.last_fetch is not None:
             yield GaugeMetricFamily(
                 "fleetd_source_last_fetch_timestamp_seconds", "Unix time the last fetch succeeded.",

@@ -38,7 +38,7 @@ from fleetd.secrets.decryptor import decryptor
 from fleetd.secrets.scan import NO_KEYS, TRUNCATED, encrypted_format, failure_text, is_truncated
 from fleetd.secrets.sops import Format, NoKeysConfigured, SopsError, WrongKey
 from fleetd.secrets.tree import load as load_sops
-from fleetd.source.git import GitSourceFetcher, Snapshot, SourceError, remove_tree
+from fleetd.source import GitSourceFetcher, Snapshot, SourceError, remove_tree
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

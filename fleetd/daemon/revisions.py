@@ -21,9 +21,13 @@ from pathlib import Path
 
 from fleetd.daemon.state import FleetState
 from fleetd.inventory import GitSource
-from fleetd.source.git import GitSourceFetcher, Snapshot, SourceError
+from fleetd.source import GitSourceFetcher, Snapshot, SourceError
+from fleetd.util.backoff import backoff
 
 log = logging.getLogger(__name__)
+
+#: Seconds before upkeep is tried again after it failed.
+UPKEEP_RETRY = 600.0
 
 
 class Revisions:
@@ -36,6 +40,7 @@ class Revisions:
         self._state, self._on_new = state, on_new
         self._snapshots: dict[str, Snapshot] = {}
         self._now = asyncio.Event()
+        self._faults = 0
 
     @property
     def current(self) -> Snapshot | None:
@@ -66,13 +71,20 @@ class Revisions:
             try:
                 before = self.fetcher.current
                 snapshot = await self.fetcher.fetch()
-            except SourceError as exc:
-                self._state.fetch_failed(time.monotonic() - started, str(exc))
+            except Exception as exc:  # the source's fault boundary: the last good revision stays
+                error = str(exc)
+                if not isinstance(exc, SourceError):
+                    log.exception("source: internal error while fetching")
+                    self._faults += 1
+                    error = f"internal error while fetching: {type(exc).__name__}: {exc}"
+                self._state.fetch_failed(time.monotonic() - started, error)
                 log.warning(
                     "source: %s; keeping %s; retrying in %.1fs",
-                    exc, _rev(self.fetcher.current), self.fetcher.next_attempt_in,
+                    error, _rev(self.fetcher.current), self.fetcher.next_attempt_in,
                 )  # fmt: skip
             else:
+                self._faults = 0
+                self._state.source.disk = self.fetcher.disk_usage
                 new = before is None or snapshot.revision != before.revision
                 self._state.fetched(
                     time.monotonic() - started, revision=snapshot.revision, ref=snapshot.ref,
@@ -88,9 +100,28 @@ class Revisions:
                     self._snapshots[snapshot.revision] = snapshot
                     await self.restore(self._state.rollout.allowed)
                     self._on_new(snapshot)
+            delay = max(self.fetcher.next_attempt_in, backoff(self._faults) if self._faults else 0.0)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.fetcher.next_attempt_in):
+                async with asyncio.timeout(delay):
                     await self._now.wait()
+
+    async def upkeep(self) -> None:
+        """Repack the mirror and drop snapshots nothing needs, on the source's schedule."""
+        while True:
+            await asyncio.sleep(self.fetcher.upkeep_due_in)
+            try:
+                report = await self.fetcher.upkeep()
+            except Exception:
+                log.exception("source: upkeep failed; trying again at the next round")
+                await asyncio.sleep(UPKEEP_RETRY)
+                continue
+            self._state.source.disk = self.fetcher.disk_usage
+            if report is not None:
+                log.info(
+                    "source: upkeep packed %d objects, removed %d snapshot(s), %d -> %d bytes in %.1fs",
+                    report.packed_objects, len(report.removed_snapshots), report.before.total_bytes,
+                    report.after.total_bytes, report.seconds,
+                )  # fmt: skip
 
     async def restore(self, allowed: dict[int, str]) -> None:
         """After a restart, materialise the older revisions held-back waves still apply."""

@@ -40,10 +40,10 @@ from fleetd.daemon.store import StateStore, StoreError
 from fleetd.daemon.systemd import Notifier
 from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
-from fleetd.inventory import Fleet, load_fleet
+from fleetd.inventory import Fleet, GitRef, load_fleet
 from fleetd.render import RenderCache
 from fleetd.secrets.decryptor import decryptor
-from fleetd.source.git import Snapshot, redact
+from fleetd.source import Snapshot, redact
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,11 @@ class Daemon:
         self._advance()
 
     def trigger_fetch(self) -> None:
-        """Fetch the repository now (webhooks call this)."""
+        """Fetch the repository now (webhooks call this); a burst is one fetch in flight plus one queued."""
         self.revisions.trigger()
+
+    def followed_ref(self) -> GitRef:
+        return self.fleet.source.ref
 
     def trigger(self, cluster: str | None = None, sync: str | None = None) -> None:
         """Reconcile now: one sync, one cluster, or the whole fleet."""
@@ -144,6 +147,12 @@ class Daemon:
 
     def resume_sync(self, cluster: str, sync: str | None) -> None:
         self._known(cluster, sync).resume(sync)
+
+    def allow_prune(self, cluster: str, sync: str) -> None:
+        """Let the next reconcile of one sync prune beyond its deletion budget."""
+        self._known(cluster, sync).allow_prune(sync)
+        self.state.operator(f"prune of {cluster}/{sync} allowed beyond its deletion budget",
+                            cluster=cluster, sync=sync)  # fmt: skip
 
     def request_reload(self) -> None:
         """Re-read the inventory now (SIGHUP, ``fleetd reload``)."""
@@ -204,6 +213,7 @@ class Daemon:
                 self._tg = tg
                 self._roots = [
                     tg.create_task(self.revisions.run(), name="source"),
+                    tg.create_task(self.revisions.upkeep(), name="source-upkeep"),
                     tg.create_task(self.reloader.run(), name="reload"),
                 ]
                 # These two may end early when their socket cannot be opened; they say why.
@@ -252,7 +262,7 @@ class Daemon:
             await web.serve(
                 self, self.state, host=self.fleet.listen_host, port=self.fleet.listen_port,
                 github_secret=hooks.github_secret_file, generic_secret=hooks.generic_secret_file,
-                ready=self.http_ready,
+                gitlab_secret=hooks.gitlab_token_file, ready=self.http_ready,
             )  # fmt: skip
         except FleetdError as exc:
             log.error("HTTP server not started: %s; reconciling continues without it", exc)  # noqa: TRY400

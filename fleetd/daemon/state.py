@@ -32,13 +32,17 @@ from typing import Any, TypeVar
 from fleetd.daemon.events import Event, EventBus, EventKind, Severity
 from fleetd.daemon.rollout import Position, Rollout
 from fleetd.daemon.store import StateStore, StoreError, SyncStatus
+from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet
 from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.outcome import Result, SyncOutcome
+from fleetd.source import DiskUsage
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+#: Seconds between attempts to write to a state directory that failed (full, read-only, gone).
+STORE_RETRY = 5.0
 RECONCILE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 """Seconds: a no-op reconcile of a small sync up to the default sync timeout (5m)."""
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -82,6 +86,7 @@ class SourceState:
     message: str | None = None
     last_error: str | None = None
     last_fetch: float | None = None
+    disk: DiskUsage | None = None
 
 
 class FleetState:
@@ -106,6 +111,9 @@ class FleetState:
         self.fetches: dict[str, Histogram] = {}
         self._suspended: dict[str, set[str]] = {}
         self._halted_at: int | None = None
+        self._store_retry_at = 0.0
+        #: Cluster -> the UID of its kube-system namespace, as first seen.
+        self.identities: dict[str, str] = self._read(store.identities, {})
         statuses: list[SyncStatus] = self._read(store.statuses, [])
         self.statuses = {(s.cluster, s.sync): s for s in statuses}
         #: The revision each sync last applied successfully (kept while later attempts fail).
@@ -141,6 +149,10 @@ class FleetState:
         if self.source.revision is None:
             error = self.source.last_error
             return False, f"source not fetched yet{': ' + error if error else ''}"
+        if self.recording_error is not None:
+            self._write(
+                lambda: self.store.set_flag("recording_probe", True)
+            )  # retried at most every STORE_RETRY
         if self.recording_error is not None:
             return False, self.recording_error
         return True, "ok"
@@ -234,6 +246,27 @@ class FleetState:
                             message=error or "unreachable"))  # fmt: skip
         elif reachable and before is False:
             self.emit(Event(kind=EventKind.CLUSTER_RECOVERED, cluster=cluster, message="reachable again"))
+
+    def claim_identity(self, cluster: str, uid: str) -> None:
+        """Record that ``cluster`` is the cluster ``uid``; refuse it if another inventory cluster is.
+
+        The first cluster of the inventory to reach an API server keeps it;
+        a second cluster file pointing there is refused (`IdentityConflict`)
+        and nothing is applied or pruned through it.
+        """
+        names = {c.name for c in self.fleet.clusters}
+        holder = next(
+            (n for n, u in self.identities.items() if u == uid and n != cluster and n in names), None
+        )
+        if holder is not None:
+            raise IdentityConflict(
+                f"cluster {cluster} is the same Kubernetes cluster as {holder} (kube-system namespace uid "
+                f"{uid}): two cluster files point at one API server. Remove one of them; nothing is "
+                f"applied or pruned through {cluster} until then"
+            )
+        if self.identities.get(cluster) != uid:
+            self.identities[cluster] = uid
+            self._write(lambda: self.store.save_identity(cluster, uid))
 
     # -- drift -------------------------------------------------------------------
 
@@ -361,6 +394,10 @@ class FleetState:
         self.fleet = fleet
         self.rollout.set_waves(c.wave for c in fleet.clusters)
 
+    def source_disk(self) -> DiskUsage | None:
+        """Disk use of the source, as its fetcher measured it last."""
+        return self.source.disk
+
     def webhook(self, receiver: str, result: str) -> None:
         self.webhooks[(receiver, result)] += 1
 
@@ -373,9 +410,12 @@ class FleetState:
         return recorded
 
     def _write(self, action: Callable[[], _T], default: _T | None = None) -> _T | None:
+        if self.recording_error is not None and time.monotonic() < self._store_retry_at:
+            return default  # a broken disk is not asked again on every write: the loop stays responsive
         try:
             result = action()
         except StoreError as exc:
+            self._store_retry_at = time.monotonic() + STORE_RETRY
             self._cannot_record(str(exc))
             return default
         if self.recording_error is not None:
@@ -397,6 +437,10 @@ class FleetState:
         except StoreError as exc:
             self._cannot_record(str(exc))
             return default
+
+
+class IdentityConflict(FleetdError):
+    """Two inventory clusters reach the same Kubernetes cluster."""
 
 
 def _with_written(error: str | None, written: Iterable[str]) -> str | None:

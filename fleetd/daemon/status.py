@@ -15,7 +15,7 @@ from typing import Any
 from fleetd.daemon.state import FleetState
 from fleetd.daemon.store import StateStore, SyncStatus
 from fleetd.inventory import Fleet
-from fleetd.source.git import Snapshot, redact
+from fleetd.source import Snapshot, redact
 
 
 def sync_fields(status: SyncStatus | None) -> dict[str, Any]:

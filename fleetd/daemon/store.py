@@ -43,8 +43,11 @@ log = logging.getLogger(__name__)
 
 #: Events kept in the journal; older ones are dropped.
 JOURNAL_SIZE = 10_000
+#: Seconds a write waits for a lock held by another process (``fleetd status`` reading): short, because
+#: writes run on the daemon's event loop.
+BUSY_TIMEOUT = 1.0
 #: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StoreError(FleetdError):
@@ -105,6 +108,12 @@ CREATE TABLE IF NOT EXISTS events (
     objects TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_cluster ON events (cluster, sync, id);
+""",
+    3: """
+CREATE TABLE IF NOT EXISTS identities (
+    cluster TEXT PRIMARY KEY,
+    uid TEXT NOT NULL
+);
 """,
 }
 
@@ -192,7 +201,7 @@ class StateStore:
                 yield db
             return
         try:
-            with closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
+            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)) as db, db:
                 yield db
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(_describe(self.path, exc)) from exc
@@ -265,6 +274,15 @@ class StateStore:
             rows = db.execute(query, (*args, max(1, min(limit, JOURNAL_SIZE)))).fetchall()
         return [_event(row) for row in reversed(rows)]
 
+    def identities(self) -> dict[str, str]:
+        """Cluster name -> the UID of its kube-system namespace, as first recorded."""
+        with self._connect() as db:
+            return {str(c): str(u) for c, u in db.execute("SELECT cluster, uid FROM identities").fetchall()}
+
+    def save_identity(self, cluster: str, uid: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO identities VALUES (?, ?)", (cluster, uid))
+
     def forget_status(self, cluster: str, sync: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM sync_status WHERE cluster=? AND sync=?", (cluster, sync))
@@ -286,8 +304,9 @@ class StateStore:
             return None
         lines = [ln for ln in str(row[2]).splitlines() if ln]
         return Ledger(
-            sync=sync, revision=row[0], prune=bool(row[1]), entries=frozenset(map(Entry.decode, lines))
-        )
+            sync=sync, revision=row[0], prune=bool(row[1]), entries=frozenset(map(Entry.decode, lines)),
+            cluster=cluster,
+        )  # fmt: skip
 
     def forget_ledger(self, cluster: str, sync: str) -> None:
         with self._connect() as db:

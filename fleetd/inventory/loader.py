@@ -26,44 +26,30 @@ from fleetd.inventory import consistency, syntax
 from fleetd.inventory.fields import Document, Table
 from fleetd.inventory.locate import LineIndex
 from fleetd.inventory.model import (
-    DEFAULT_BRANCH,
     DEFAULT_CONCURRENCY,
-    DEFAULT_GIT_USERNAME,
     DEFAULT_LISTEN_HOST,
     DEFAULT_LISTEN_PORT,
+    DEFAULT_PRUNE_GRACE,
     DEFAULT_SOPS_BINARY,
-    DEFAULT_SOURCE_INTERVAL,
-    DEFAULT_SOURCE_TIMEOUT,
     DEFAULT_STATE_DIR,
     Cluster,
     Decryption,
     Fleet,
-    GitAuth,
-    GitRef,
     GitSource,
-    RefKind,
     SyncDefaults,
     Webhooks,
     frozen_map,
 )
+from fleetd.inventory.source import SOURCE_KEYS, WEBHOOK_KEYS, read_source, read_webhooks
 from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
 
 FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "webhooks", "defaults", "syncs"})
 FLEET_KEYS = frozenset(
-    {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters"}
+    {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters", "prune_grace"}
 )
-SOURCE_KEYS = frozenset({"url", "branch", "tag", "semver", "commit", "interval", "timeout", "auth"})
-AUTH_KEYS = frozenset({"ssh_key_file", "known_hosts_file", "token_file", "username"})
 DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary", "require_encrypted_secrets"})
-WEBHOOK_KEYS = frozenset({"github_secret_file", "generic_secret_file"})
 CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
 CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend"})
-_REF_CHECKS = {
-    RefKind.BRANCH: syntax.git_ref_name("branch"),
-    RefKind.TAG: syntax.git_ref_name("tag"),
-    RefKind.SEMVER: syntax.semver_range,
-    RefKind.COMMIT: syntax.commit_hash,
-}
 _SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -166,6 +152,7 @@ class _FleetSettings:
     listen: tuple[str, int]
     concurrency: int
     prune_removed_clusters: bool
+    prune_grace: float
     source: GitSource
     decryption: Decryption
     webhooks: Webhooks
@@ -186,6 +173,7 @@ class _FleetSettings:
             listen_port=self.listen[1],
             concurrency=self.concurrency,
             prune_removed_clusters=self.prune_removed_clusters,
+            prune_grace=self.prune_grace,
             clusters=clusters,
             fleet_syncs=tuple(d.sync for d in self.syncs),
             warnings=tuple(warnings),
@@ -208,9 +196,10 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         listen=_listen(table),
         concurrency=table.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1),
         prune_removed_clusters=table.boolean("prune_removed_clusters", False),
-        source=_read_source(_section(root, "source", SOURCE_KEYS), base),
+        prune_grace=table.duration("prune_grace", DEFAULT_PRUNE_GRACE),
+        source=read_source(_section(root, "source", SOURCE_KEYS), base),
         decryption=_read_decryption(root.table("decryption", DECRYPTION_KEYS), base),
-        webhooks=_read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),
+        webhooks=read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),
         defaults=defaults,
         syncs=syncs,
     )
@@ -224,10 +213,9 @@ def _fleet_name(table: Table, file: Path) -> str:
 
 
 def _fleet_name_check(value: str) -> str | None:
-    # The name may end up in label values, so it follows their syntax (but must not be empty).
-    if value and syntax.label_value(value) is None:
-        return None
-    return f"{value!r} is not a valid fleet name (at most 63 letters, digits, '-', '_', '.')"
+    # The name is a label value and part of the ledgers' ConfigMap names, so it is a DNS-1123 label:
+    # an upper-case name would apply objects whose ledger can never be written, so never pruned.
+    return syntax.dns_label("fleet name")(value)
 
 
 def _clusters_dir(table: Table, file: Path) -> Path:
@@ -247,63 +235,6 @@ def _listen(table: Table) -> tuple[str, int]:
     return syntax.parse_listen(text)
 
 
-def _read_source(table: Table, base: Path) -> GitSource:
-    url = table.text("url", syntax.source_url, required='url = "https://github.com/me/fleet.git"') or ""
-    if syntax.url_kind(url) == "local":
-        url = str(syntax.resolve_path(base, url))
-    return GitSource(
-        url=url,
-        ref=_read_ref(table),
-        interval=table.duration("interval", DEFAULT_SOURCE_INTERVAL),
-        timeout=table.duration("timeout", DEFAULT_SOURCE_TIMEOUT),
-        auth=_read_auth(table.table("auth", AUTH_KEYS), base, url),
-    )
-
-
-def _read_ref(table: Table) -> GitRef:
-    given = [kind for kind in RefKind if kind.value in table.data]
-    values = [table.text(kind.value, _REF_CHECKS[kind]) for kind in given]
-    if len(given) > 1:
-        found = " and ".join(kind.value for kind in given)
-        table.report(given[1].value, f"set only one of branch, tag, semver, commit (found {found})")
-    if not given or values[0] is None:
-        return GitRef(kind=RefKind.BRANCH, value=DEFAULT_BRANCH)
-    value = values[0].lower() if given[0] is RefKind.COMMIT else values[0]
-    return GitRef(kind=given[0], value=value)
-
-
-def _read_auth(table: Table | None, base: Path, url: str) -> GitAuth | None:
-    if table is None:
-        return None
-    files = {
-        key: table.text(key, syntax.nonempty) for key in ("ssh_key_file", "known_hosts_file", "token_file")
-    }
-    _check_auth(table, files, syntax.url_kind(url))
-    if not any(files.values()):
-        return None
-    paths = {key: syntax.resolve_path(base, value) if value else None for key, value in files.items()}
-    username = table.text("username", syntax.nonempty) or DEFAULT_GIT_USERNAME
-    return GitAuth(username=username, **paths)
-
-
-def _check_auth(table: Table, files: Mapping[str, str | None], kind: str | None) -> None:
-    ssh, known, token = files["ssh_key_file"], files["known_hosts_file"], files["token_file"]
-    if ssh and token:
-        table.report("token_file", "set either ssh_key_file or token_file, not both")
-    if ssh and not known:
-        table.report(
-            "ssh_key_file",
-            "known_hosts_file is required with ssh_key_file, so the server's host key can be verified "
-            "(create one with: ssh-keyscan <host> > known_hosts)",
-        )
-    if ssh and kind == "http":
-        table.report(
-            "ssh_key_file", "an SSH key needs an ssh:// or git@host:path url; use token_file for https"
-        )
-    if token and kind == "ssh":
-        table.report("token_file", "a token needs an https:// url; use ssh_key_file for ssh")
-
-
 def _read_decryption(table: Table | None, base: Path) -> Decryption:
     if table is None:
         return Decryption()
@@ -315,17 +246,6 @@ def _read_decryption(table: Table | None, base: Path) -> Decryption:
         gnupg_home=syntax.resolve_path(base, gnupg_home) if gnupg_home else None,
         sops_binary=str(syntax.resolve_path(base, sops)) if "/" in sops else sops,
         require_encrypted_secrets=table.boolean("require_encrypted_secrets", False),
-    )
-
-
-def _read_webhooks(table: Table | None, base: Path) -> Webhooks:
-    if table is None:
-        return Webhooks()
-    github = table.text("github_secret_file", syntax.nonempty)
-    generic = table.text("generic_secret_file", syntax.nonempty)
-    return Webhooks(
-        github_secret_file=syntax.resolve_path(base, github) if github else None,
-        generic_secret_file=syntax.resolve_path(base, generic) if generic else None,
     )
 
 

@@ -30,6 +30,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_STATE_DIR = "~/.local/state/fleetd"
 DEFAULT_SOPS_BINARY = "sops"
 DEFAULT_GIT_USERNAME = "git"
+DEFAULT_UPKEEP_INTERVAL = 86400.0
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
 
 
 def _empty() -> Mapping[str, str]:
@@ -83,6 +85,35 @@ class IgnoreRule:
         return all(w is None or w == a for w, a in zip(wanted, actual, strict=True))
 
 
+DEFAULT_PRUNE_GRACE = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PruneBudget:
+    """How much one revision may prune from a sync before an operator must allow it.
+
+    ``max_prune = "50%"`` (a share of the sync's objects) or ``max_prune = 10``
+    (a count); emptying a sync is always over budget unless ``allow_empty``.
+    """
+
+    percent: int | None = 50
+    count: int | None = None
+    allow_empty: bool = False
+
+    def allows(self, deleting: int, total: int, *, emptying: bool) -> bool:
+        """Whether deleting `deleting` of the `total` objects a sync had is within the budget."""
+        if deleting == 0:
+            return True
+        if emptying and not self.allow_empty:
+            return False
+        if self.count is not None:
+            return deleting <= self.count
+        return self.percent is None or deleting * 100 <= self.percent * max(total, 1)
+
+    def describe(self) -> str:
+        return f"{self.count} object(s)" if self.count is not None else f"{self.percent}% of its objects"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncDefaults:
     """The optional settings of a sync; ``[defaults]`` overrides the built-in values."""
@@ -103,6 +134,8 @@ class SyncDefaults:
     """Skip this sync entirely (nothing applied, nothing pruned)."""
     force: bool = False
     """Delete and recreate objects whose immutable fields changed, instead of failing."""
+    budget: PruneBudget = field(default_factory=PruneBudget)
+    """The deletion budget (``max_prune``, ``allow_empty``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +174,8 @@ class Sync:
     """See `SyncDefaults.suspend`."""
     force: bool = False
     """See `SyncDefaults.force`."""
+    budget: PruneBudget = field(default_factory=PruneBudget)
+    """See `SyncDefaults.budget`."""
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a cluster with `labels` receives this sync."""
@@ -160,17 +195,37 @@ class GitRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GitHubApp:
+    """A GitHub App installation whose short-lived tokens fleetd fetches over HTTPS."""
+
+    app_id: int
+    """The App's numeric id (its settings page, "App ID")."""
+    installation_id: int
+    """The installation on the account that owns the repository."""
+    private_key_file: Path
+    """The App's private key (PEM, RSA), as downloaded from its settings."""
+    api_url: str = DEFAULT_GITHUB_API_URL
+    """REST API base: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GitAuth:
-    """Credentials for the repository: an SSH key or a token, never both."""
+    """Credentials and trust for the repository: an SSH key, a token or a GitHub App (at most one)."""
 
     ssh_key_file: Path | None = None
     """Private key for ssh:// and git@host:path URLs."""
+    passphrase_file: Path | None = None
+    """File holding the passphrase of `ssh_key_file`, when it has one."""
     known_hosts_file: Path | None = None
     """Host keys to trust; required with `ssh_key_file`."""
     token_file: Path | None = None
     """File holding a token (HTTP basic auth password) for https:// URLs."""
+    github_app: GitHubApp | None = None
+    """Fetch with installation tokens of this GitHub App (https:// URLs)."""
+    ca_file: Path | None = None
+    """PEM bundle of extra CAs trusted for https:// (the git server and the GitHub API)."""
     username: str = DEFAULT_GIT_USERNAME
-    """User name sent with the token."""
+    """User name sent with the SSH key or the token (a GitHub App always uses x-access-token)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +242,10 @@ class GitSource:
     """Seconds one fetch may take (default 60s)."""
     auth: GitAuth | None = None
     """Credentials; None = anonymous."""
+    depth: int = 0
+    """Commits of history to fetch: 0 = all, 1 = only the tip (shallow, for large repositories)."""
+    upkeep_interval: float = DEFAULT_UPKEEP_INTERVAL
+    """Seconds between repacks of the mirror and removals of unused snapshots (default 24h)."""
 
     @property
     def local_path(self) -> Path | None:
@@ -216,6 +275,8 @@ class Webhooks:
     """Shared secret of the GitHub webhook (X-Hub-Signature-256); None = /hooks/github disabled."""
     generic_secret_file: Path | None = None
     """Secret of the generic HMAC receiver (X-Signature-256); None = /hooks/generic disabled."""
+    gitlab_token_file: Path | None = None
+    """Secret token of the GitLab webhook (X-Gitlab-Token); None = /hooks/gitlab disabled."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,6 +331,8 @@ class Fleet:
     concurrency: int = DEFAULT_CONCURRENCY
     """Most clusters reconciled at the same time."""
     prune_removed_clusters: bool = False
+    prune_grace: float = DEFAULT_PRUNE_GRACE
+    """Seconds a removed cluster file must stay removed before its objects are pruned."""
     """When a cluster leaves the inventory, prune what this fleet applied there (else leave it alone)."""
     clusters: tuple[Cluster, ...] = ()
     """Sorted by name."""

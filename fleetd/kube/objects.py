@@ -114,6 +114,8 @@ class Entry:
     @classmethod
     def decode(cls, line: str) -> Entry:
         group, version, kind, namespace, name = line.split("|")
+        if not (version and kind and name):
+            raise ValueError(f"an entry needs a version, a kind and a name: {line!r}")
         return cls(ObjRef(group, kind, namespace, name), version)
 
 

@@ -59,7 +59,7 @@ from fleetd.reconcile.prune import candidates
 from fleetd.reconcile.reconciler import ClusterReconciler
 from fleetd.render import RenderCache, RenderError
 from fleetd.secrets.decryptor import decryptor
-from fleetd.source.git import GitSourceFetcher, Snapshot, remove_tree
+from fleetd.source import GitSourceFetcher, Snapshot, remove_tree
 
 Action = Literal["created", "changed", "unchanged", "pruned"]
 MASK = "***"

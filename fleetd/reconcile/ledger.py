@@ -16,13 +16,26 @@ configured.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from fleetd.errors import FleetdError
 from fleetd.kube.client import KubeClient, NotFound
 from fleetd.kube.objects import FIELD_MANAGER, LABEL_FLEET, LABEL_MANAGED_BY, LABEL_SYNC, Entry
 
+log = logging.getLogger(__name__)
+
 SYSTEM_NAMESPACE = "fleetd-system"
+
+
+class LedgerError(FleetdError):
+    """A ledger ConfigMap in a spoke cannot be read (edited or corrupted by hand).
+
+    fleetd then prunes nothing it recorded: a corrupt ledger is never a reason to delete.
+    """
+
+
 _CONFIGMAPS = f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/configmaps"
 
 
@@ -34,6 +47,8 @@ class Ledger:
     revision: str
     prune: bool
     entries: frozenset[Entry]
+    cluster: str = ""
+    """The inventory cluster that wrote it ("" in ledgers from before fleetd recorded it)."""
 
     def to_configmap(self, fleet: str) -> dict[str, Any]:
         return {
@@ -48,18 +63,44 @@ class Ledger:
                 "entries": "\n".join(sorted(e.encode() for e in self.entries)),
                 "revision": self.revision,
                 "prune": "true" if self.prune else "false",
+                "cluster": self.cluster,
             },
         }
 
     @classmethod
-    def from_configmap(cls, cm: dict[str, Any]) -> Ledger:
-        data = cm.get("data") or {}
-        lines = [ln for ln in str(data.get("entries", "")).splitlines() if ln.strip()]
+    def from_configmap(cls, cm: dict[str, Any], cluster: str = "") -> Ledger:
+        """Parse a ledger ConfigMap; anything malformed raises `LedgerError` naming it and the fix."""
+        meta = cm.get("metadata") if isinstance(cm, dict) else None
+        name = str((meta or {}).get("name", "?")) if isinstance(meta, dict) else "?"
+        where = f"ledger {SYSTEM_NAMESPACE}/{name}" + (f" in cluster {cluster}" if cluster else "")
+        fix = (
+            "it was edited by hand; restore it, or delete it and fleetd rebuilds it from the hub's copy "
+            "(objects it listed are then not pruned until recorded again)"
+        )
+        labels = (meta or {}).get("labels") if isinstance(meta, dict) else None
+        sync = labels.get(LABEL_SYNC) if isinstance(labels, dict) else None
+        data = cm.get("data")
+        if not isinstance(sync, str) or not sync or not isinstance(data, dict):
+            raise LedgerError(f"{where} has no {LABEL_SYNC} label or no data map: {fix}")
+        entries = []
+        for number, line in enumerate(str(data.get("entries", "")).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(Entry.decode(line))
+            except ValueError:
+                raise LedgerError(f"{where}, entries line {number}: {line[:80]!r} is not "
+                                  f"group|version|kind|namespace|name: {fix}") from None  # fmt: skip
+        prune = data.get("prune", "true")
+        if prune not in ("true", "false"):
+            raise LedgerError(f"{where}: prune is {str(prune)[:20]!r}, not true or false: {fix}")
+        writer = data.get("cluster", "")
         return cls(
-            sync=str(cm["metadata"]["labels"][LABEL_SYNC]),
+            sync=sync,
             revision=str(data.get("revision", "")),
-            prune=data.get("prune", "true") == "true",
-            entries=frozenset(Entry.decode(ln) for ln in lines),
+            prune=prune == "true",
+            entries=frozenset(entries),
+            cluster=writer if isinstance(writer, str) else "",
         )
 
 
@@ -85,17 +126,23 @@ class LedgerStore:
             cm = await self._client.request("GET", f"{_CONFIGMAPS}/{ledger_name(self._fleet, sync)}")
         except NotFound:
             return None
-        return Ledger.from_configmap(cm)
+        return Ledger.from_configmap(cm, self._client.cluster)
 
     async def read_all(self) -> list[Ledger]:
-        """Every ledger this fleet keeps in the cluster."""
+        """Every readable ledger this fleet keeps in the cluster; corrupt ones are logged and left alone."""
         try:
             listed = await self._client.request(
                 "GET", _CONFIGMAPS, query={"labelSelector": f"{LABEL_FLEET}={self._fleet}"}
             )
         except NotFound:
             return []
-        return [Ledger.from_configmap(cm) for cm in listed.get("items", [])]
+        ledgers = []
+        for cm in (listed or {}).get("items") or []:
+            try:
+                ledgers.append(Ledger.from_configmap(cm, self._client.cluster))
+            except LedgerError as exc:
+                log.warning("%s", exc)
+        return ledgers
 
     async def write(self, ledger: Ledger) -> None:
         """Store the ledger (server-side apply; a write only when it changed)."""

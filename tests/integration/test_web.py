@@ -32,6 +32,7 @@ from fleetd.api.webhooks import (
     sign,
 )
 from fleetd.daemon.state import FleetState
+from fleetd.inventory import GitRef, RefKind
 from testbed.processes import free_port
 from tests.fleetstate import drifted, fleet_state
 from tests.prometheus import running_prometheus
@@ -61,6 +62,9 @@ class View:
 
     def trigger_fetch(self) -> None:
         self.fetches += 1
+
+    def followed_ref(self) -> GitRef:
+        return GitRef(kind=RefKind.BRANCH, value="main")
 
 
 @dataclass
@@ -128,7 +132,8 @@ async def serving(view: View, state: FleetState, port: int, **secrets: Path | No
 async def test_a_signed_github_push_is_accepted_with_202_and_triggers_a_fetch(hub: Hub) -> None:
     response = await hub.hook("github", PUSH, github("push"))
     assert response.status == 202
-    assert await response.json() == {"result": "accepted", "message": "push event; fetching now"}
+    answer = {"result": "accepted", "message": "push event to refs/heads/main; fetching now"}
+    assert await response.json() == answer
     assert hub.view.fetches == 1
     assert await hub.webhook_count("github", "accepted") == 1
 

@@ -11,7 +11,7 @@ from textwrap import dedent
 import pytest
 
 from fleetd.errors import FleetdError, InventoryError, Problem
-from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, syncs
+from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, source, syncs
 from fleetd.inventory.locate import LineIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,8 +145,8 @@ class TestUnknownKeys:
     def test_unknown_key_without_a_close_match_lists_the_known_keys(self, tmp_path: Path) -> None:
         problem = one_problem(tmp_path, with_sync("zzz = 1\n"), "pi5.toml", "syncs[0].zzz")
         known = (
-            "depends_on, drift, force, health_checks, ignore, interval, name, namespace, path, prune, "
-            "suspend, timeout, wait"
+            "allow_empty, depends_on, drift, force, health_checks, ignore, interval, max_prune, name, "
+            "namespace, path, prune, suspend, timeout, wait"
         )
         assert problem.message == f"unknown key 'zzz' (expected one of: {known})"
 
@@ -417,13 +417,63 @@ class TestSource:
             '[source.auth]\nssh_key_file = "k"\nknown_hosts_file = "kh"\ntoken_file = "t"\n'
         )
         problems = problems_of(tmp_path, {"fleetd.toml": text})
-        problem = [p for p in problems if "not both" in p.message]
+        problem = [p for p in problems if "set one way to authenticate" in p.message]
         assert [(p.key, p.line) for p in problem] == [("source.auth.token_file", 6)]
+        assert problem[0].message == "set one way to authenticate, not ssh_key_file and token_file"
 
     def test_credentials_that_do_not_fit_the_url_are_reported(self, tmp_path: Path) -> None:
         text = FLEET + '[source.auth]\nssh_key_file = "k"\nknown_hosts_file = "kh"\n'
         problem = one_problem(tmp_path, {"fleetd.toml": text}, "fleetd.toml", "source.auth.ssh_key_file")
         assert "an SSH key needs an ssh:// or git@host:path url" in problem.message
+
+    def test_a_github_app_with_a_passphrase_ca_depth_and_upkeep_loads(self, tmp_path: Path) -> None:
+        text = (
+            '[source]\nurl = "https://ghe.example/org/fleet.git"\ndepth = 1\nupkeep_interval = "6h"\n'
+            '[source.auth]\ngithub_app_id = 12\ninstallation_id = 34\nprivate_key_file = "/run/app.pem"\n'
+            'github_api_url = "https://ghe.example/api/v3/"\nca_file = "ca.pem"\n'
+        )
+        source = load(tmp_path, {"fleetd.toml": text}).source
+        assert (source.depth, source.upkeep_interval) == (1, 6 * 3600.0)
+        assert source.auth is not None
+        assert source.auth.ca_file == tmp_path / "ca.pem"
+        app = source.auth.github_app
+        assert app is not None
+        assert (app.app_id, app.installation_id, app.private_key_file) == (12, 34, Path("/run/app.pem"))
+        assert app.api_url == "https://ghe.example/api/v3"
+
+    def test_an_incomplete_github_app_names_what_is_missing(self, tmp_path: Path) -> None:
+        text = FLEET + "[source.auth]\ngithub_app_id = 12\n"
+        problem = one_problem(tmp_path, {"fleetd.toml": text}, "fleetd.toml", "source.auth.github_app_id")
+        assert "(installation_id, private_key_file missing)" in problem.message
+
+    def test_a_github_app_and_a_token_together_are_reported(self, tmp_path: Path) -> None:
+        app = 'github_app_id = 1\ninstallation_id = 2\nprivate_key_file = "k"\n'
+        text = FLEET + '[source.auth]\ntoken_file = "t"\n' + app
+        problem = one_problem(tmp_path, {"fleetd.toml": text}, "fleetd.toml", "source.auth.token_file")
+        assert problem.message == "set one way to authenticate, not token_file and a GitHub App"
+
+    @pytest.mark.parametrize(
+        ("auth", "key", "message"),
+        [
+            ('passphrase_file = "p"\n', "passphrase_file", "set ssh_key_file too"),
+            ('token_file = "t"\nca_file = "c"\n', "ca_file", "ca_file is for https:// urls"),
+        ],
+    )
+    def test_settings_that_go_with_something_else_are_reported(
+        self, tmp_path: Path, auth: str, key: str, message: str
+    ) -> None:
+        text = '[source]\nurl = "ssh://git@example.com/fleet.git"\n[source.auth]\n' + auth
+        problems = problems_of(tmp_path, {"fleetd.toml": text})
+        assert message in the_problem(problems, "fleetd.toml", f"source.auth.{key}").message
+
+    def test_a_shallow_fetch_from_a_local_path_is_reported(self, tmp_path: Path) -> None:
+        text = '[source]\nurl = "/srv/git/fleet.git"\ndepth = 1\n'
+        problem = one_problem(tmp_path, {"fleetd.toml": text}, "fleetd.toml", "source.depth")
+        assert "cannot fetch shallow from a local path" in problem.message
+
+    def test_a_gitlab_webhook_token_file_enables_its_receiver(self, tmp_path: Path) -> None:
+        text = FLEET + '[webhooks]\ngitlab_token_file = "gitlab-token"\n'
+        assert load(tmp_path, {"fleetd.toml": text}).webhooks.gitlab_token_file == tmp_path / "gitlab-token"
 
 
 class TestAcrossFiles:
@@ -830,8 +880,9 @@ class TestReference:
         [
             loader.FLEET_FILE_KEYS,
             loader.FLEET_KEYS,
-            loader.SOURCE_KEYS,
-            loader.AUTH_KEYS,
+            source.SOURCE_KEYS,
+            source.AUTH_KEYS,
+            source.WEBHOOK_KEYS,
             loader.DECRYPTION_KEYS,
             loader.CLUSTER_FILE_KEYS,
             loader.CLUSTER_KEYS,

@@ -18,13 +18,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "fleetd"
 #: library -> the only modules (paths relative to fleetd/) allowed to import it.
 DOORS = {
     "kubernetes_asyncio": {"kube/client.py"},
-    "pygit2": {"source/git.py"},
+    "pygit2": {"source/libgit.py"},
     "pyrage": {"secrets/keys.py"},
     "gnupg": {"secrets/keys.py"},
     "prometheus_client": {"api/metrics.py"},
     "yaml": {"util/yamldoc.py"},
     "subprocess": {"render/kustomize.py", "secrets/binary.py"},
-    "aiohttp": {"kube/client.py", "api/http.py", "api/control.py"},
+    "aiohttp": {"kube/client.py", "api/http.py", "api/control.py", "source/github_app.py"},
 }
 #: The composition root wires every stage together, the HTTP surface included.
 COMPOSITION_ROOT = {"daemon/root.py"}

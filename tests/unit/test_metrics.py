@@ -20,6 +20,7 @@ from fleetd.api.metrics import exposition, registry
 from fleetd.daemon.state import FleetState
 from fleetd.inventory import load_fleet
 from fleetd.reconcile.outcome import Result, SyncOutcome
+from fleetd.source import DiskUsage
 from tests.fleetstate import fleet_state
 from tests.prometheus import INSTALL_HINT
 
@@ -64,6 +65,7 @@ def populated(tmp_path: Path) -> FleetState:
         state.cluster(cluster).errors["forbidden"] += 1
     state.fetched(1.0, revision="r1", ref="branch main", message="first")
     state.webhook("github", "accepted")
+    state.source.disk = DiskUsage(mirror_bytes=4096, snapshot_bytes=8192, snapshots=1)
     return state
 
 

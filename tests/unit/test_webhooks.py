@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,22 @@ from fleetd.api.webhooks import (
     GENERIC_SIGNATURE,
     GITHUB_EVENT,
     GITHUB_SIGNATURE,
+    GITLAB_EVENT,
+    GITLAB_TOKEN,
+    RECEIVERS,
     Result,
     Secret,
+    Verdict,
     WebhookSecretError,
+    for_source,
+    pushed_ref,
     sign,
     signature_valid,
     verify_generic,
     verify_github,
+    verify_gitlab,
 )
+from fleetd.inventory.model import GitRef, RefKind
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -139,6 +148,127 @@ def test_no_verdict_message_repeats_the_received_or_expected_signature() -> None
     ):
         assert wrong[7:] not in verdict.message
         assert sign(SECRET, BODY)[7:] not in verdict.message
+
+
+# -- GitLab ----------------------------------------------------------------------
+
+
+def gitlab(event: str | None, token: bytes = SECRET.value) -> dict[str, str]:
+    return {GITLAB_TOKEN: token.decode()} | ({GITLAB_EVENT: event} if event else {})
+
+
+@pytest.mark.parametrize("event", ["Push Hook", "Tag Push Hook"])
+def test_a_gitlab_push_or_tag_push_with_the_right_token_fetches(event: str) -> None:
+    verdict = verify_gitlab(SECRET, gitlab(event), BODY)
+    assert (verdict.result, verdict.fetch, verdict.ref) == (Result.ACCEPTED, True, "refs/heads/main")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {GITLAB_EVENT: "Push Hook"},
+        gitlab("Push Hook", b"bogus-token"),
+        gitlab("Push Hook", SECRET.value + b"x"),
+    ],
+    ids=["missing", "wrong", "longer"],
+)
+def test_gitlab_calls_without_the_right_token_are_unauthorized_and_do_not_echo_it(
+    headers: dict[str, str],
+) -> None:
+    verdict = verify_gitlab(SECRET, headers, BODY)
+    assert (verdict.result, verdict.fetch) == (Result.UNAUTHORIZED, False)
+    assert GITLAB_TOKEN in verdict.message
+    assert "bogus" not in verdict.message
+    assert SECRET.value.decode() not in verdict.message
+
+
+def test_other_gitlab_events_are_ignored_and_a_missing_event_is_a_bad_request() -> None:
+    assert verify_gitlab(SECRET, gitlab("Merge Request Hook"), BODY).result is Result.IGNORED
+    assert verify_gitlab(SECRET, gitlab(None), BODY).result is Result.BAD_REQUEST
+
+
+def test_every_receiver_has_a_route_name() -> None:
+    assert set(RECEIVERS) == {"github", "gitlab", "generic"}
+
+
+# -- refs ------------------------------------------------------------------------
+
+
+def push(ref: str | None) -> Verdict:
+    body = json.dumps({"ref": ref} if ref else {"zen": "hi"}).encode()
+    return verify_github(SECRET, github("push", body), body)
+
+
+BRANCH_MAIN = GitRef(kind=RefKind.BRANCH, value="main")
+
+
+def test_a_push_to_the_followed_branch_fetches() -> None:
+    assert for_source(push("refs/heads/main"), BRANCH_MAIN).fetch
+
+
+def test_a_push_to_another_branch_is_acknowledged_and_ignored_with_the_reason() -> None:
+    verdict = for_source(push("refs/heads/feature/x"), BRANCH_MAIN)
+    assert (verdict.result, verdict.fetch) == (Result.IGNORED, False)
+    assert verdict.message == "push ignored: refs/heads/feature/x is not refs/heads/main, the branch followed"
+
+
+def test_a_push_to_a_tag_of_the_same_name_is_not_the_branch() -> None:
+    assert not for_source(push("refs/tags/main"), BRANCH_MAIN).fetch
+
+
+@pytest.mark.parametrize(
+    ("ref", "fetch"),
+    [("refs/tags/v1.4.0", True), ("refs/tags/1.9.9", True), ("refs/tags/v2.0.0", False),
+     ("refs/tags/nightly", False), ("refs/heads/main", False)],
+)  # fmt: skip
+def test_tag_pushes_count_when_the_source_follows_a_semver_range_they_are_in(ref: str, fetch: bool) -> None:
+    verdict = for_source(push(ref), GitRef(kind=RefKind.SEMVER, value="^1.2"))
+    assert verdict.fetch is fetch
+    assert fetch or "semver range ^1.2" in verdict.message
+
+
+def test_a_source_pinned_to_a_tag_or_commit_follows_only_that_tag_or_nothing() -> None:
+    tag = GitRef(kind=RefKind.TAG, value="v1.0.0")
+    assert for_source(push("refs/tags/v1.0.0"), tag).fetch
+    assert not for_source(push("refs/tags/v1.0.1"), tag).fetch
+    commit = GitRef(kind=RefKind.COMMIT, value="0123456789ab")
+    assert "pinned to commit" in for_source(push("refs/heads/main"), commit).message
+
+
+def test_a_push_without_a_ref_still_fetches_and_ping_is_left_alone() -> None:
+    assert for_source(push(None), BRANCH_MAIN).fetch
+    ping = verify_github(SECRET, github("ping"), BODY)
+    assert for_source(ping, BRANCH_MAIN) is ping
+
+
+def test_a_generic_call_with_a_json_ref_is_filtered_like_the_others() -> None:
+    body = b'{"ref": "refs/heads/dev"}'
+    verdict = verify_generic(SECRET, {GENERIC_SIGNATURE: sign(SECRET, body)}, body)
+    assert verdict.ref == "refs/heads/dev"
+    assert not for_source(verdict, BRANCH_MAIN).fetch
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"ref": 7}',
+        b'{"ref": "main"}',
+        b"[" * 100_000,
+        b'{"ref": "refs/' + b"x" * 2000 + b'"}',
+    ],
+    ids=["empty", "text", "list", "number", "short-name", "deep", "huge"],
+)
+def test_odd_bodies_have_no_ref_and_never_raise(body: bytes) -> None:
+    assert pushed_ref(body) is None
+
+
+def test_a_hostile_ref_is_printed_plainly() -> None:
+    verdict = for_source(push("refs/heads/\x1b[31mred\nline"), BRANCH_MAIN)
+    assert "\n" not in verdict.message
+    assert "\x1b" not in verdict.message
 
 
 # -- secret files ----------------------------------------------------------------
