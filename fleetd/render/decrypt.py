@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetd.errors import FleetdError
 from fleetd.render.errors import RenderError
@@ -42,7 +42,7 @@ class Source:
     line: int | None
     """Where it starts in its file; None for kustomize output."""
     from_sops: bool = False
-    verbatim: frozenset[str] = frozenset()
+    verbatim: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def file_sources(raw: bytes, where: str, syntax: Syntax, decrypt: Decrypt | None) -> Iterator[Source]:

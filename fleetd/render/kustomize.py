@@ -47,7 +47,7 @@ import shutil
 import signal
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetd.render.errors import KustomizeError
@@ -100,9 +100,9 @@ _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] 
 class Built:
     """What one build printed, and what decrypting its inputs produced (for `fleetd.render.plaintext`)."""
 
-    output: bytes
+    output: bytes = field(repr=False)
     """The multi-document YAML ``kustomize build`` printed."""
-    decrypted: frozenset[str] = frozenset()
+    decrypted: frozenset[str] = field(default=frozenset(), repr=False)
     """Decrypted values and file texts of its SOPS-encrypted inputs; empty without any."""
 
 

@@ -9,7 +9,7 @@ change an object deep-copy it first (`copy.deepcopy`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -41,8 +41,8 @@ class Rendered:
     """1-based line where the document starts in `file`; None for kustomize output."""
     from_sops: bool = False
     """The object came out of SOPS-encrypted data (so it is no plaintext Secret in git)."""
-    verbatim: frozenset[str] = frozenset()
-    """Decrypted texts holding a ``$``: string values containing one are never substituted."""
+    verbatim: frozenset[str] = field(default=frozenset(), repr=False)
+    """Decrypted texts holding a ``$``: string values containing one are never substituted (never in repr)."""
 
     @property
     def ref(self) -> str:

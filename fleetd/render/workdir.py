@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetd.errors import FleetdError
@@ -62,7 +62,7 @@ class Input:
     where: str
     """Relative to the repository root: for messages and for its place in the private copy."""
     fmt: Format
-    data: bytes
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +71,9 @@ class PrivateTree:
 
     target: Path
     """The directory to build (inside the copy)."""
-    tokens: frozenset[str]
+    tokens: frozenset[str] = field(repr=False)
     """Words of the plaintext, to redact from messages."""
-    decrypted: frozenset[str]
+    decrypted: frozenset[str] = field(repr=False)
     """What decryption produced: every decrypted value and file text."""
 
 
