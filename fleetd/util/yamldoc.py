@@ -1,34 +1,25 @@
-"""YAML and JSON documents, bounded: the one module through which PyYAML enters fleetd.
+"""YAML documents, bounded: the one module through which PyYAML enters fleetd.
 
-Everything fleetd reads from a repository (manifests, kustomizations, SOPS
-files) is parsed here, so every reader gets the same answer to "what does the
-worst form of this input do": a `DocumentError` naming the document, line and
-problem, in milliseconds and megabytes, never gigabytes.
-
-Bounds (`Limits`, per document)
-    - **size**: a document's bytes (``max_document_bytes``). A YAML stream is
-      cut into documents at its ``---`` lines *before* parsing, so a huge
-      document is refused without being parsed. (Kubernetes stores objects of
-      at most about 1.5 MiB; the default, 8 MiB, leaves room for v1 Lists.)
-    - **alias expansion**: aliases are free in the parsed graph but cost once
-      per use in every consumer (copying, substitution, JSON). The nodes they
-      add are counted on the graph, without expanding it, and bounded
-      (``max_alias_nodes``): a 1 KB "billion laughs" is refused after a few
-      thousand steps. A recursive alias (``&a [*a]``) is an error.
-    - **nodes** after expansion (``max_nodes``) and **nesting depth**
-      (``max_depth``): consumers walk objects recursively; Kubernetes objects,
-      even large CRD schemas, nest well under 100 levels.
+Everything fleetd reads from a repository as YAML (manifests,
+kustomizations, SOPS files) is parsed here and held to the `Limits` of
+`fleetd.util.documents` (size, alias expansion, nodes, depth), so a YAML
+bomb or a huge document is a `DocumentError` naming the document and line,
+in milliseconds. A stream is cut into documents at its ``---`` lines
+*before* parsing, so a document over the size limit is never parsed, and
+each document's graph is measured (`fleetd.util.documents.measure_graph`)
+before anything walks or copies it.
 
 Flavours
     `load_manifests` reads YAML as Kubernetes does (YAML 1.1, safe), except
     that dates stay strings and duplicate keys are errors, and gives only what
     JSON can carry: mapping keys become strings as JSON writes them, and
     binary, set, ordered-map, timestamp and NaN/infinite values are errors.
-    Aliased collections come back as independent copies. `load_json` gives the
-    same guarantees for JSON. `load_plain` and `first_plain` are PyYAML's safe
-    loader, bounded (for SOPS metadata and kustomizations). `compose_all`
-    gives the node graph (for `fleetd.secrets.tree`, which types scalars the
-    way Go's yaml.v3 does), bounded too.
+    Aliased collections come back as independent copies. `load_json` (from
+    `fleetd.util.documents`) gives the same guarantees for JSON.
+    `load_plain` and `first_plain` are PyYAML's safe loader, bounded (for
+    SOPS metadata and kustomizations). `compose_all` gives the node graph
+    (for `fleetd.secrets.tree`, which types scalars the way Go's yaml.v3
+    does), bounded too.
 
 Errors never carry more of the input than the parser's short complaint;
 callers handling decrypted text use `DocumentError.position` alone.
@@ -39,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +39,17 @@ from yaml.nodes import MappingNode as MappingNode
 from yaml.nodes import Node as Node
 from yaml.nodes import ScalarNode as ScalarNode
 from yaml.nodes import SequenceNode as SequenceNode
+
+from fleetd.util.documents import (
+    DEFAULT_LIMITS,
+    Document,
+    DocumentError,
+    Limits,
+    load_json,
+    measure_graph,
+    too_large,
+    unshared,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -69,7 +71,6 @@ __all__ = [
     "locate",
 ]
 
-MiB = 1024 * 1024
 PLAIN_TAG = "!fleetd/plain"
 """The tag `compose_all(untagged_plain=True)` gives untagged plain scalars."""
 
@@ -77,64 +78,6 @@ _C_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _C_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds on one document; see the module docstring."""
-
-    max_document_bytes: int = 8 * MiB
-    max_nodes: int = 2_000_000
-    max_alias_nodes: int = 100_000
-    max_depth: int = 200
-
-
-DEFAULT_LIMITS = Limits()
-
-
-class DocumentError(ValueError):
-    """A document could not be read; `position` and `problem` say where and why."""
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        document: int,
-        line: int | None = None,
-        column: int | None = None,
-        bound: bool = False,
-    ):
-        self.problem = problem
-        """The parser's or the bound's complaint (may quote a few characters of the input)."""
-        self.bound = bound
-        """The document is well-formed but over one of the `Limits`."""
-        self.document = document
-        """1-based index of the document in its stream."""
-        self.line = line
-        """1-based line in the whole stream, when known."""
-        self.column = column
-        """1-based column, when known."""
-        super().__init__(f"{self.position}: {problem}" if self.position else problem)
-
-    @property
-    def position(self) -> str:
-        """``line L, column C`` (or less), empty when unknown."""
-        parts = [f"line {self.line}"] if self.line is not None else []
-        parts += [f"column {self.column}"] if self.column is not None and self.line is not None else []
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """One parsed document of a stream."""
-
-    value: Any
-    index: int
-    """1-based index in the stream (empty documents count)."""
-    line: int
-    """1-based line where the document's content starts."""
-    size: int = 0
-    """Bytes of the part of the stream it was parsed from (a measure of the work it was)."""
 
 
 # --- loaders ----------------------------------------------------------------------------------
@@ -230,7 +173,7 @@ def load_manifests(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[
     for document, node, loader in _documents(data, _ManifestLoader, limits):
         shared = _measure(node, limits, document)
         value = _construct(loader, node, document)
-        yield Document(_unshared(value) if shared else value, document.index, document.line, document.size)
+        yield Document(unshared(value) if shared else value, document.index, document.line, document.size)
 
 
 def load_plain(data: bytes | str, *, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
@@ -310,13 +253,7 @@ def _documents(
     index = 0
     for offset, line, chunk in _chunks(data):
         if len(chunk) > limits.max_document_bytes:
-            raise DocumentError(
-                f"the document is {_size(len(chunk))}, more than the {_size(limits.max_document_bytes)} "
-                "fleetd reads (Kubernetes stores objects of at most about 1.5 MiB); split it",
-                document=index + 1,
-                line=line,
-                bound=True,
-            )
+            raise too_large(len(chunk), limits, index=index + 1, line=line)
         loader = loader_class(chunk)
         try:
             while True:
@@ -375,6 +312,10 @@ def _chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     yield start, line, data[start:]
 
 
+def _measure(node: Node, limits: Limits, place: _Place) -> bool:
+    return measure_graph(node, limits, index=place.index, first_line=place.line)
+
+
 def _construct(loader: Any, node: Node, place: _Place) -> Any:
     try:
         return loader.construct_document(node)
@@ -391,161 +332,8 @@ def _construct(loader: Any, node: Node, place: _Place) -> Any:
         raise DocumentError("nests too deeply", document=place.index, line=place.line) from None
 
 
-# --- bounds -----------------------------------------------------------------------------------
-
-
-def _measure(root: Node, limits: Limits, place: _Place) -> bool:
-    """Check the graph of one document against `limits`; True when it shares collections (aliases).
-
-    Iterative and memoised per collection node, so an alias costs one lookup
-    however large its target: the expanded size is computed, never built.
-    """
-    weights: dict[int, tuple[int, int]] = {}  # id(collection) -> (expanded nodes, height)
-    active: set[int] = set()
-    total, aliased, shared = 1, 0, False
-    stack: list[list[Any]] = [[root, iter(_children(root)), 1, 1]]
-    active.add(id(root))
-    while stack:
-        frame = stack[-1]
-        child = next(frame[1], None)
-        if child is None:
-            stack.pop()
-            active.discard(id(frame[0]))
-            weights[id(frame[0])] = (frame[2], frame[3])
-            if stack:
-                stack[-1][2] += frame[2]
-                stack[-1][3] = max(stack[-1][3], frame[3] + 1)
-            continue
-        if isinstance(child, ScalarNode):
-            frame[2] += 1
-            total += 1
-            frame[3] = max(frame[3], 2)
-        elif id(child) in weights:
-            weight, height = weights[id(child)]
-            shared, aliased = True, aliased + weight
-            frame[2] += weight
-            frame[3] = max(frame[3], height + 1)
-            if aliased > limits.max_alias_nodes:
-                raise _bound(_bomb(limits), child, root, place)
-            if len(stack) + height > limits.max_depth:
-                raise _bound(_too_deep(limits), child, root, place)
-        elif id(child) in active:
-            raise _bound("a recursive alias (an anchor used inside itself); remove it", child, root, place)
-        else:
-            total += 1
-            if len(stack) >= limits.max_depth:
-                raise _bound(_too_deep(limits), child, root, place)
-            active.add(id(child))
-            stack.append([child, iter(_children(child)), 1, 1])
-        if total + aliased > limits.max_nodes:
-            raise _bound(_too_many(limits), child, root, place)
-    return shared
-
-
-def _children(node: Node) -> Iterable[Node]:
-    if isinstance(node, MappingNode):
-        return (part for pair in node.value for part in pair)
-    if isinstance(node, SequenceNode):
-        return node.value  # type: ignore[no-any-return]
-    return ()
-
-
-def _bound(problem: str, node: Node, root: Node, place: _Place) -> DocumentError:
-    mark = node.start_mark
-    line = place.line - root.start_mark.line + mark.line
-    return DocumentError(problem, document=place.index, line=line, column=mark.column + 1, bound=True)
-
-
-def _bomb(limits: Limits) -> str:
-    return (
-        f"its aliases expand to more than {limits.max_alias_nodes} nodes (an alias bomb?); "
-        "write repeated parts out instead of aliasing them"
-    )
-
-
-def _too_deep(limits: Limits) -> str:
-    return f"nests deeper than {limits.max_depth} levels; Kubernetes objects never need that many"
-
-
-def _too_many(limits: Limits) -> str:
-    return f"has more than {limits.max_nodes} nodes; split it into several documents"
-
-
-def _unshared(value: Any) -> Any:
-    """`value` with every container copied, so aliased collections are independent (depth is bounded)."""
-    if isinstance(value, dict):
-        return {key: _unshared(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_unshared(item) for item in value]
-    return value
-
-
 def _as_bytes(data: bytes | str) -> bytes:
     return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-
-
-def _size(count: int) -> str:
-    return f"{count / MiB:.1f} MiB" if count >= MiB else f"{count} bytes"
-
-
-# --- JSON -------------------------------------------------------------------------------------
-
-
-def load_json(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Document:
-    """The one document of JSON text `data`, with `load_manifests`' guarantees; DocumentError if not."""
-    if len(data) > limits.max_document_bytes:
-        raise DocumentError(
-            f"the document is {_size(len(data))}, more than the {_size(limits.max_document_bytes)} "
-            "fleetd reads (Kubernetes stores objects of at most about 1.5 MiB); split it",
-            document=1,
-            bound=True,
-        )
-    try:
-        value = json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except json.JSONDecodeError as e:
-        raise DocumentError(e.msg, document=1, line=e.lineno, column=e.colno) from None
-    except UnicodeDecodeError as e:
-        raise DocumentError(
-            f"not UTF-8 text (byte {e.start + 1}); save the file as UTF-8", document=1
-        ) from None
-    except RecursionError:
-        raise DocumentError(_too_deep(limits), document=1, bound=True) from None
-    except ValueError as e:
-        raise DocumentError(str(e), document=1) from None
-    _measure_value(value, limits)
-    return Document(value, 1, 1, len(data))
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"duplicate key {key!r}")
-            seen.add(key)
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} cannot be carried by JSON; quote the value")
-
-
-def _measure_value(value: Any, limits: Limits) -> None:
-    """Depth and node count of parsed JSON (no aliases there), iteratively."""
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    count = 0
-    while pending:
-        item, depth = pending.pop()
-        count += 1
-        if depth > limits.max_depth:
-            raise DocumentError(_too_deep(limits), document=1, bound=True)
-        if isinstance(item, dict):
-            pending.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            pending.extend((child, depth + 1) for child in item)
-    if count > limits.max_nodes:
-        raise DocumentError(_too_many(limits), document=1, bound=True)
 
 
 # --- writing ----------------------------------------------------------------------------------
