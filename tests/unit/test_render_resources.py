@@ -4,14 +4,21 @@
   the render process's peak RSS grows by less than 50 MB (measured in a
   fresh interpreter with ``resource``).
 - A 50 MB manifest renders through the shared cache, and is evicted from it,
-  while a ticker task on the event loop measures its lag: the loop is never
-  held for 100 ms. The figures are printed (run with ``-s`` to see them).
+  while a ticker task on the event loop measures its lag: the render never
+  holds the loop for 100 ms. A ticker in a separate process measures the
+  machine's own scheduling noise at the same time: on a shared, overloaded
+  machine every process is late now and then, and the loop can wait once for
+  the OS to run it and once for the OS to run the rendering thread that holds
+  the interpreter. So the bound is 100 ms plus twice that noise; on a quiet
+  machine the noise is a few milliseconds. The figures are printed (run with
+  ``-s`` to see them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -125,6 +132,20 @@ def write_manifest(path: Path, size: int) -> int:
     return len(parts)
 
 
+NOISE = """
+import time
+interval, worst = 0.005, 0.0
+try:
+    while True:
+        started = time.perf_counter()
+        time.sleep(interval)
+        worst = max(worst, time.perf_counter() - started - interval)
+except KeyboardInterrupt:
+    pass
+print(worst, flush=True)
+"""
+
+
 class Ticker:
     """Measures how late a task on the event loop wakes up, every `interval` seconds."""
 
@@ -147,6 +168,7 @@ async def test_a_50_mb_manifest_renders_and_is_evicted_without_holding_the_event
     (tmp_path / "app").mkdir()
     count = write_manifest(tmp_path / "app/big.yaml", 50 * 1000 * 1000)
     cache, ticker = RenderCache(), Ticker()
+    noise = await asyncio.create_subprocess_exec(sys.executable, "-c", NOISE, stdout=subprocess.PIPE)
     async with asyncio.TaskGroup() as group:
         group.create_task(ticker.run(), name="ticker")
         started = time.perf_counter()
@@ -163,11 +185,16 @@ async def test_a_50_mb_manifest_renders_and_is_evicted_without_holding_the_event
         assert cache.evict_except("next") == 1
         await asyncio.sleep(3)  # the evicted objects are freed meanwhile, in a thread
         ticker.stop.set()
+    noise.send_signal(signal.SIGINT)
+    out, _ = await noise.communicate()
+    machine = float(out.decode().strip() or 0)
     worst = max(ticker.lags)
     during_render = max(ticker.lags[:render_lags])
     print(
         f"\n50 MB manifest ({count} Deployments): rendered in {rendered:.1f} s; event loop lag max "
         f"{during_render * 1000:.0f} ms while rendering, {worst * 1000:.0f} ms including eviction, "
-        f"p99 {sorted(ticker.lags)[int(len(ticker.lags) * 0.99)] * 1000:.0f} ms over {len(ticker.lags)} ticks"
+        f"p99 {sorted(ticker.lags)[int(len(ticker.lags) * 0.99)] * 1000:.0f} ms over {len(ticker.lags)} "
+        "ticks; "
+        f"another process on the machine was late by up to {machine * 1000:.0f} ms meanwhile"
     )
-    assert worst < 0.1
+    assert worst < 0.1 + 2 * machine
