@@ -21,7 +21,6 @@ message.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -36,44 +35,67 @@ _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[=-])([^}]*))?\}"
 
 
 def substituted(rendered: Rendered, variables: Mapping[str, str], settler: Settler | None = None) -> Rendered:
-    """A copy of `rendered` with variables substituted into its string values; never mutates it.
+    """`rendered` with variables substituted into its string values; never mutates it.
 
-    The copy's containers are counted to `settler` (see `fleetd.util.heap`).
+    Copy-on-write: the result's top-level mapping and ``metadata`` are new
+    (the target namespace goes there), and so is every container on the way
+    to a substituted string; everything else is shared with `rendered`, which
+    the read-only contract of render results allows. New containers are
+    counted to `settler` (see `fleetd.util.heap`).
     """
     annotations = rendered.obj["metadata"].get("annotations")
+    substitution = _Substitution(variables, rendered.verbatim)
     if isinstance(annotations, dict) and annotations.get(SUBSTITUTE_ANNOTATION) == "disabled":
-        return dataclasses.replace(rendered, obj=copy.deepcopy(rendered.obj))
-    undefined: set[str] = set()
-    substitution = _Substitution(variables, rendered.verbatim, undefined)
-    obj = substitution.value(rendered.obj)
-    if undefined:
-        raise rendered.error(_undefined_message(sorted(undefined)))
+        obj = rendered.obj
+    else:
+        obj = substitution.value(rendered.obj)
+        if substitution.undefined:
+            raise rendered.error(_undefined_message(sorted(substitution.undefined)))
+    obj = dict(obj) if obj is rendered.obj else obj
+    if obj["metadata"] is rendered.obj["metadata"]:
+        obj["metadata"] = dict(obj["metadata"])
     if settler is not None:
-        settler.made(substitution.copied)
+        settler.made(substitution.copied + 2)
     return dataclasses.replace(rendered, obj=obj)
 
 
 class _Substitution:
     """One object's substitution: the variables, the texts to leave alone, the undefined names seen."""
 
-    __slots__ = ("_undefined", "_variables", "_verbatim", "copied")
+    __slots__ = ("_variables", "_verbatim", "copied", "undefined")
 
-    def __init__(self, variables: Mapping[str, str], verbatim: frozenset[str], undefined: set[str]) -> None:
-        self._variables, self._verbatim, self._undefined = variables, verbatim, undefined
+    def __init__(self, variables: Mapping[str, str], verbatim: frozenset[str]) -> None:
+        self._variables, self._verbatim = variables, verbatim
+        self.undefined: set[str] = set()
+        """Names of undefined variables without a default."""
         self.copied = 0
         """Containers copied so far."""
 
     def value(self, value: Any) -> Any:
-        """A copy of `value` substituted (containers are always copied; depth is bounded by parsing)."""
+        """`value` substituted: the same object when nothing in it changes (depth is bounded by parsing)."""
         if isinstance(value, str):
             return self._text(value) if "${" in value else value
         if isinstance(value, dict):
-            self.copied += 1
-            return {key: self.value(item) for key, item in value.items()}
+            changed: dict[str, Any] | None = None
+            for key, item in value.items():
+                new = self.value(item)
+                if new is not item:
+                    changed = changed if changed is not None else self._copy(value)
+                    changed[key] = new
+            return value if changed is None else changed
         if isinstance(value, list):
-            self.copied += 1
-            return [self.value(item) for item in value]
+            replaced: list[Any] | None = None
+            for index, item in enumerate(value):
+                new = self.value(item)
+                if new is not item:
+                    replaced = replaced if replaced is not None else self._copy(value)
+                    replaced[index] = new
+            return value if replaced is None else replaced
         return value
+
+    def _copy(self, container: Any) -> Any:
+        self.copied += 1
+        return container.copy()
 
     def _text(self, text: str) -> str:
         if self._verbatim and any(secret in text for secret in self._verbatim):
@@ -88,7 +110,7 @@ class _Substitution:
         if operator and not value:
             return str(default)
         if value is None:
-            self._undefined.add(name)
+            self.undefined.add(name)
             return match.group(0)
         return value
 

@@ -606,6 +606,20 @@ class TestCache:
         assert (one.objects[0].obj["data"], two.objects[0].obj["data"]) == ({"value": "1"}, {"value": "2"})
         assert (len(cache), len(loads)) == (2, 1)
 
+    async def test_results_for_two_namespaces_share_unchanged_parts_but_never_their_metadata(
+        self, tmp_path: Path
+    ) -> None:
+        write(tmp_path, {"app/web.yaml": config_map("web", static="same", dynamic="${v}")})
+        cache = RenderCache()
+        args = (tmp_path, REVISION, PurePosixPath("app"), {"v": "1"})
+        (one,) = (await cache.get(*args, "one")).objects
+        (two,) = (await cache.get(*args, "two")).objects
+        assert (one.obj["metadata"]["namespace"], two.obj["metadata"]["namespace"]) == ("one", "two")
+        assert one.obj["data"] == two.obj["data"] == {"static": "same", "dynamic": "1"}
+        (three,) = (await cache.get(tmp_path, REVISION, PurePosixPath("app"), {"v": "3"}, None)).objects
+        assert "namespace" not in three.obj["metadata"]
+        assert three.obj["data"]["dynamic"] == "3"
+
     async def test_an_error_is_remembered_for_its_key_without_poisoning_others(
         self, tmp_path: Path, loads: list[str]
     ) -> None:
