@@ -222,7 +222,9 @@ class ClusterReconciler:
         current = frozenset(Entry(c.ref, c.version) for c in changes) | {
             Entry(m.desired.ref, m.resource.version) for m in unchanged
         }
-        held = over_budget(sync, _stale(old, current), old, len(desired), snapshot.revision)
+        held = over_budget(
+            self.cluster.name, sync, _stale(old, current), old, len(desired), snapshot.revision
+        )
         held = None if progress.allow_prune or not sync.prune else held
         pruned = [] if held else await self._prune_stale(sync, old, current, progress)
         progress.stage = "ledger"
