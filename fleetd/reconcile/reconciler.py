@@ -201,6 +201,8 @@ class ClusterReconciler:
             desired = await self.desired(sync, snapshot)
             check_reserved(desired)
             check_unique(sync.name, (d.ref for d in desired), await self._others(sync, snapshot))
+        progress.stage = "ledger"
+        with stage("reading the ledger"):
             previous = await self.ledgers.read(sync.name) or self._local_ledger(sync.name)
             check_ledger_owner(previous, self.cluster.name, self._peers())
         old = previous.entries if previous else frozenset()
