@@ -69,6 +69,7 @@ def _cluster(state: FleetState, name: str, snapshot_for: Callable[[str], Snapsho
             "name": s.name,
             **sync_fields(state.status(name, s.name)),
             "drifted": state.drifted_count(name, s.name),
+            "warnings": list(state.warnings.get((name, s.name), ())),
         }
         for s in cluster.syncs
     ]

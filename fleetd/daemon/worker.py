@@ -149,6 +149,7 @@ class ClusterWorker:
             fleet=self.fleet, cluster=self.cluster, renders=self._renders, decrypt=self._decrypt,
             local_ledger=lambda sync: self._state.ledger(self.cluster.name, sync), on_drift=self._drift,
             peers=self._peers, requests=counters.requests, errors=counters.errors,
+            require_encrypted=self._state.fleet.decryption.require_encrypted_secrets,
         )  # fmt: skip
 
     def _peers(self) -> set[str]:
