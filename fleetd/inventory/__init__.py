@@ -28,6 +28,7 @@ from fleetd.inventory.model import (
     Sync,
     SyncDefaults,
     Webhooks,
+    WebSettings,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "RefKind",
     "Sync",
     "SyncDefaults",
+    "WebSettings",
     "Webhooks",
     "load_fleet",
 ]
