@@ -914,7 +914,7 @@ class TestWeb:
         )
         assert "token_file" in problem.message
 
-    @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "[::]", "hub.example"])
+    @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "[::]", "hub.example"])  # noqa: S104 - the address under test
     def test_a_non_loopback_listen_without_a_token_is_refused(self, tmp_path: Path, host: str) -> None:
         text = f'[fleet]\nlisten = "{host}:9480"\n' + FLEET
         problem = one_problem(
@@ -931,7 +931,7 @@ class TestWeb:
         self, tmp_path: Path, web_lines: str
     ) -> None:
         text = '[fleet]\nlisten = "0.0.0.0:9480"\n' + FLEET + f"[web]\n{web_lines}\n"
-        assert load(tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}).listen_host == "0.0.0.0"
+        assert load(tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}).listen_host == "0.0.0.0"  # noqa: S104 - the address under test
 
     @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "localhost", "[::1]"])
     def test_loopback_listens_need_no_token(self, tmp_path: Path, host: str) -> None:
