@@ -1,4 +1,4 @@
-"""The web UI in a real browser (Debian's Chromium through Playwright) against a daemon reconciling the test bed.
+"""The web UI in a real browser (Debian's Chromium, Playwright) against a daemon reconciling the test bed.
 
 Each test runs its own daemon over two spokes and three syncs (``base``,
 and ``apps`` and ``web`` depending on it); the browser is shared by the
@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -60,7 +61,7 @@ async def fleet(spokes: list[Spoke], tmp_path: Path) -> AsyncIterator[Fleet]:
     ns = unique("web")
     repo = WorkRepo(tmp_path / "repo").write(manifests(ns))
     head = repo.commit("web ui: first")
-    syncs = [
+    syncs: list[dict[str, Any]] = [
         {"name": "base", "path": "base"},
         {"name": "apps", "path": "apps", "depends_on": ["base"], "drift": "report"},
         {"name": "web", "path": "web", "depends_on": ["base"]},
