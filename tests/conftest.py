@@ -29,6 +29,14 @@ CHROMIUM_FLAGS = (
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync",
 )  # fmt: skip
+#: The page's first-contentful-paint in ms, waiting for the entry if the browser has not written it yet.
+FCP = """new Promise(done => {
+  const seen = performance.getEntriesByName('first-contentful-paint')[0];
+  if (seen) return done(seen.startTime);
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) if (e.name === 'first-contentful-paint') done(e.startTime);
+  }).observe({type: 'paint', buffered: true});
+})"""
 _spare_names = (f"spare-{i}" for i in itertools.count(1))
 
 

@@ -25,6 +25,7 @@ from playwright.async_api import Browser, Page
 from fleetd.daemon.root import Daemon
 from testbed.bed import Spoke
 from testbed.build import toolset
+from tests.conftest import FCP
 from tests.gitrepo import WorkRepo
 from tests.integration.fleet import configmap, eventually, namespace_doc, running, unique, write_fleet
 
@@ -132,9 +133,7 @@ async def test_the_overview_shows_every_cluster_and_sync(fleet: Fleet, page: Pag
             cell = page.locator(f'td.cell[data-cluster="{spoke.name}"][data-sync="{sync}"]')
             assert await cell.get_attribute("data-state") == "ready"
     assert "None: every sync is ready" in await page.inner_text("#problems")
-    paint = await page.evaluate(
-        "performance.getEntriesByName('first-contentful-paint').map(e => e.startTime)[0] || null"
-    )
+    paint = await page.evaluate(FCP)
     print(
         f"overview: first contentful paint {paint:.0f} ms, load {1000 * (time.monotonic() - started):.0f} ms"
     )
