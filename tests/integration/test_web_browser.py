@@ -114,6 +114,7 @@ async def unreloaded(page: Page) -> None:
 async def shot(page: Page, name: str) -> Path:
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTEFACTS / f"{name}.png"
+    await page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the picture
     await page.screenshot(path=str(path), full_page=True)
     return path
 
@@ -138,9 +139,34 @@ async def test_the_overview_shows_every_cluster_and_sync(fleet: Fleet, page: Pag
         f"overview: first contentful paint {paint:.0f} ms, load {1000 * (time.monotonic() - started):.0f} ms"
     )
     await shot(page, "overview")
+    await details_come_from_the_running_daemon(fleet)
     await page.set_viewport_size({"width": 390, "height": 844})  # a phone
     await page.emulate_media(color_scheme="dark")
     await shot(page, "overview-phone-dark")
+
+
+async def details_come_from_the_running_daemon(fleet: Fleet) -> None:
+    """Objects from the drift tracker with live health, the server version, the commit's author."""
+    async with aiohttp.ClientSession() as session:
+
+        async def doc(path: str) -> dict[str, Any]:
+            async with session.get(fleet.url + path) as response:
+                assert response.status == 200, path
+                result: dict[str, Any] = await response.json()
+                return result
+
+        apps = await doc(f"/api/v1/clusters/{fleet.cluster()}/syncs/apps")
+        assert apps["objects_source"] == "watch"
+        assert [(o["kind"], o["name"], o["health"], o["drifted"]) for o in apps["objects"]] == [
+            ("ConfigMap", "cm", "current", False)
+        ]
+        assert (await doc(f"/api/v1/clusters/{fleet.cluster()}"))["version"].startswith("v1.")
+        (revision,) = (await doc("/api/v1/revisions"))["revisions"]
+        assert (revision["author"], revision["message"], revision["rollout"]) == (
+            "fleetd tests",
+            "web ui: first",
+            "complete",
+        )
 
 
 async def test_a_hand_edit_shows_as_drift_and_then_as_corrected_without_a_reload(
@@ -157,6 +183,10 @@ async def test_a_hand_edit_shows_as_drift_and_then_as_corrected_without_a_reload
     )
     await page.wait_for_selector(f'{row}[data-drifted="true"]', timeout=LIVE)
     assert "edited by kubectl" in await page.inner_text(row)
+    await page.click('#diff button[type="submit"]')  # the daemon's own dry run, in place
+    diff = page.locator("#diff pre.diff")
+    await diff.wait_for(timeout=LIVE)
+    assert "colour: red" in await diff.inner_text()
     await shot(page, "sync-drifted")
     # An operator reconciles it (with a token): the page shows it in sync again.
     await act(fleet, "reconcile", {"cluster": spoke.name, "sync": "apps"}, token=TOKEN.split(":")[1])
