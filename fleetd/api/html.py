@@ -100,8 +100,8 @@ def live(
     return f'<{tag} id="{region}" data-live{attrs}>{body}</{tag}>'
 
 
-def layout(*, fleet: str, title: str, body: str, user: str | None, login: bool) -> str:
-    """A whole page: header, navigation and ``body``."""
+def layout(*, fleet: str, title: str, body: str, user: str | None, login: bool, stream: str = "") -> str:
+    """A whole page: header, navigation and ``body``; ``stream`` narrows the events that refresh it."""
     who = ""
     if user:
         who = (
@@ -119,7 +119,7 @@ def layout(*, fleet: str, title: str, body: str, user: str | None, login: bool) 
 <link rel="stylesheet" href="/static/app.css?v={v}">
 <link rel="icon" type="image/svg+xml" href="/static/icon.svg?v={v}">
 <script src="/static/app.js?v={v}" defer></script>
-</head><body>
+</head><body data-stream="/api/v1/stream{esc(stream)}">
 <header class="top"><a class="brand" href="/">fleetd</a><span class="fleet">{esc(fleet)}</span>
 <nav><a href="/">Overview</a><a href="/rollout">Rollout</a><a href="/events">Events</a></nav>
 <span id="live" class="live" title="live updates">●</span>{who}</header>

@@ -218,9 +218,12 @@ def _json(doc: Any) -> web.Response:
 def _html(request: web.Request, title: str, body: str, status: int = 200) -> web.Response:
     w = request.app[WEB]
     user = _who_quietly(request)
+    scope = {"cluster": request.match_info["cluster"]} if "cluster" in request.match_info else {}
+    stream = "?" + urlencode(scope) if scope and request.path.startswith("/clusters/") else ""
     text = layout(
-        fleet=w.state.fleet.name, title=title, body=body, user=user, login=w.access.tokens() is not None
-    )
+        fleet=w.state.fleet.name, title=title, body=body, user=user, login=w.access.tokens() is not None,
+        stream=stream,
+    )  # fmt: skip
     response = web.Response(
         text=text, status=status, content_type="text/html", headers={"Cache-Control": "no-store"}
     )

@@ -47,7 +47,7 @@
   function connect() {
     var dot = document.getElementById("live");
     if (!window.EventSource || !regions().length) { if (dot) dot.className = "live"; return; }
-    var source = new EventSource("/api/v1/stream");
+    var source = new EventSource(document.body.getAttribute("data-stream") || "/api/v1/stream");
     source.onopen = function () { if (dot) { dot.className = "live on"; dot.title = "live: updates as they happen"; } };
     source.onerror = function () { if (dot) { dot.className = "live off"; dot.title = "reconnecting…"; } };
     source.onmessage = function () { schedule(); };
