@@ -21,7 +21,7 @@ checks the token on every action.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -478,5 +478,3 @@ def login(next_url: str, error: str | None) -> str:
         '<button type="submit">Log in</button></form>'
     )
 
-
-Render = Callable[[Mapping[str, Any], Context], Regions]
