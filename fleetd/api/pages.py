@@ -477,4 +477,3 @@ def login(next_url: str, error: str | None) -> str:
         '<label>Token <input type="password" name="token" autocomplete="current-password" required></label>'
         '<button type="submit">Log in</button></form>'
     )
-
