@@ -186,8 +186,8 @@ class Access:
 
     @property
     def reads_need_token(self) -> bool:
-        settings = self.settings()
-        return not self.loopback and not settings.allow_unauthenticated and self.tokens() is not None
+        """Beyond loopback, unless explicitly open; fails closed if the token file cannot be read."""
+        return not self.loopback and not self.settings().allow_unauthenticated
 
     def actions_refused(self) -> str | None:
         """Why actions are off for everyone, or None when a token holder may act."""

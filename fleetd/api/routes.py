@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 
 from fleetd.api import actions, pages, stream, v1
-from fleetd.api.auth import Access, Failures, Tokens
+from fleetd.api.auth import Access, Failures, TokenFileError, Tokens
 from fleetd.api.html import STATIC, layout
 from fleetd.api.inspect import Inspector, Live
 from fleetd.daemon.events import Subscription
@@ -85,14 +85,25 @@ WEB: Final = web.AppKey("fleetd.web", Web)
 def setup(app: web.Application, state: FleetState, live: Live | None, *, loopback: bool) -> None:
     """Add the web routes, the middleware and the shutdown hook to ``app``."""
     tokens: dict[str, Tokens] = {}
+    broken: set[str] = set()
 
     def current_tokens() -> Tokens | None:
         path = state.fleet.web.token_file
         if path is None:
             return None
-        if str(path) not in tokens:
+        if str(path) not in tokens:  # at start, or the inventory named another file
+            try:
+                found = Tokens(path)
+            except TokenFileError as exc:
+                if not app.frozen:
+                    raise  # at start: the server does not listen with a bad token file
+                if str(path) not in broken:
+                    broken.add(str(path))
+                    log.error("web: %s; nobody can log in or act until it is fixed", exc)  # noqa: TRY400
+                return None
+            broken.discard(str(path))
             tokens.clear()
-            tokens[str(path)] = Tokens(path)
+            tokens[str(path)] = found
         return tokens[str(path)]
 
     access = Access(settings=lambda: state.fleet.web, tokens=current_tokens, loopback=loopback)

@@ -473,3 +473,16 @@ async def test_a_bad_token_file_stops_the_server_before_it_listens(tmp_path: Pat
             generic_secret=None,
         )
     assert not ready.is_set()
+
+
+async def test_a_token_file_broken_by_a_reload_keeps_reads_closed_and_refuses_actions(tmp_path: Path) -> None:
+    async for hub in hub_for(tmp_path, loopback=False, actions=True):
+        broken = tmp_path / "other.tokens"
+        broken.write_text("alice:short\n")
+        hub.state.fleet = dataclasses.replace(
+            hub.state.fleet, web=WebSettings(actions=True, token_file=broken)
+        )  # what a reload to a bad file does
+        assert (await hub.client.get("/api/v1/clusters")).status == 401
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await hub.client.post("/api/v1/actions/reconcile", json={}, headers=headers)).status == 403
+        assert hub.daemon.calls == []

@@ -110,6 +110,7 @@ def test_actions_need_the_inventory_to_enable_them_and_a_token_file(tmp_path: Pa
     [
         (True, False, True, False),
         (False, False, True, True),
+        (False, False, False, True),  # the token file cannot be read: closed, not open
         (False, True, True, False),
         (False, True, False, False),
     ],
