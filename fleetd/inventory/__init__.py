@@ -29,6 +29,7 @@ from fleetd.inventory.model import (
     Sync,
     SyncDefaults,
     Webhooks,
+    WebSettings,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "RefKind",
     "Sync",
     "SyncDefaults",
+    "WebSettings",
     "Webhooks",
     "load_fleet",
 ]

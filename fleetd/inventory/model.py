@@ -280,6 +280,18 @@ class Webhooks:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebSettings:
+    """The ``[web]`` section: who may act through the web UI and the HTTP API."""
+
+    actions: bool = False
+    """Offer operator actions (reconcile, suspend/resume, rollout hold/resume/promote); needs `token_file`."""
+    token_file: Path | None = None
+    """Access tokens, one per line as ``name:token``; None = no token (read-only, loopback only)."""
+    allow_unauthenticated: bool = False
+    """Serve the UI and API on a non-loopback `listen` without a token (explicitly asked for)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """One Kubernetes cluster of the fleet, with the syncs that target it."""
 
@@ -325,6 +337,7 @@ class Fleet:
     source: GitSource
     decryption: Decryption = field(default_factory=Decryption)
     webhooks: Webhooks = field(default_factory=Webhooks)
+    web: WebSettings = field(default_factory=WebSettings)
     listen_host: str = DEFAULT_LISTEN_HOST
     """Address of the HTTP server (metrics, status API), without IPv6 brackets."""
     listen_port: int = DEFAULT_LISTEN_PORT
