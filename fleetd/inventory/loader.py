@@ -39,10 +39,13 @@ from fleetd.inventory.model import (
     Webhooks,
     frozen_map,
 )
+from fleetd.inventory.notifications import Notification, read_notifications
 from fleetd.inventory.source import SOURCE_KEYS, WEBHOOK_KEYS, read_source, read_webhooks
 from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
 
-FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "webhooks", "defaults", "syncs"})
+FLEET_FILE_KEYS = frozenset(
+    {"fleet", "source", "decryption", "webhooks", "defaults", "syncs", "notifications"}
+)
 FLEET_KEYS = frozenset(
     {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters"}
 )
@@ -157,6 +160,7 @@ class _FleetSettings:
     defaults: SyncDefaults
     """The [defaults] section applied to built-in sync defaults; cluster syncs start from it."""
     syncs: list[Declared] = field(default_factory=list)
+    notifications: tuple[Notification, ...] = ()
 
     def build(self, clusters: tuple[Cluster, ...], warnings: list[Problem]) -> Fleet:
         return Fleet(
@@ -173,6 +177,7 @@ class _FleetSettings:
             prune_removed_clusters=self.prune_removed_clusters,
             clusters=clusters,
             fleet_syncs=tuple(d.sync for d in self.syncs),
+            notifications=self.notifications,
             warnings=tuple(warnings),
         )
 
@@ -198,6 +203,7 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         webhooks=read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),
         defaults=defaults,
         syncs=syncs,
+        notifications=read_notifications(root, base),
     )
 
 

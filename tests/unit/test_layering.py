@@ -24,7 +24,9 @@ DOORS = {
     "prometheus_client": {"api/metrics.py"},
     "yaml": {"util/yamldoc.py"},
     "subprocess": {"render/kustomize.py", "secrets/binary.py"},
-    "aiohttp": {"kube/client.py", "api/http.py", "api/control.py", "source/github_app.py"},
+    "aiohttp": {"kube/client.py", "api/http.py", "api/control.py", "source/github_app.py", "notify/post.py"},
+    "apprise": {"notify/chat.py"},
+    "mcp": {"mcp/server.py"},
 }
 #: The composition root wires every stage together, the HTTP surface included.
 COMPOSITION_ROOT = {"daemon/root.py"}
@@ -39,7 +41,9 @@ PIPELINE = [
     "kube",
     "reconcile",
     "daemon",
+    "notify",
     "api",
+    "mcp",
     "cli",
 ]
 
