@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "check": _check, "run": _run, "status": _status, "diff": _diff,
     }  # fmt: skip
-    handlers |= dict.fromkeys(("reconcile", "suspend", "resume", "rollout", "reload"), commands.run)
+    handlers |= dict.fromkeys(("reconcile", "suspend", "resume", "rollout", "reload", "prune"), commands.run)
     if args.command == "version":
         print(f"fleetd {__version__}")
         return EXIT_OK

@@ -152,6 +152,12 @@ class Daemon:
     def resume_sync(self, cluster: str, sync: str | None) -> None:
         self._known(cluster, sync).resume(sync)
 
+    def allow_prune(self, cluster: str, sync: str) -> None:
+        """Let the next reconcile of one sync prune beyond its deletion budget."""
+        self._known(cluster, sync).allow_prune(sync)
+        self.state.operator(f"prune of {cluster}/{sync} allowed beyond its deletion budget",
+                            cluster=cluster, sync=sync)  # fmt: skip
+
     def request_reload(self) -> None:
         """Re-read the inventory now (SIGHUP, ``fleetd reload``)."""
         self.reloader.request()

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from fleetd.daemon.events import Event, EventBus, EventKind, Severity
 from fleetd.daemon.rollout import Position, Rollout
 from fleetd.daemon.store import StateStore, StoreError, SyncStatus
+from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet
 from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.outcome import Result, SyncOutcome
@@ -113,6 +114,8 @@ class FleetState:
         self._suspended: dict[str, set[str]] = {}
         self._halted_at: int | None = None
         self._store_retry_at = 0.0
+        #: Cluster -> the UID of its kube-system namespace, as first seen.
+        self.identities: dict[str, str] = self._read(store.identities, {})
         statuses: list[SyncStatus] = self._read(store.statuses, [])
         self.statuses = {(s.cluster, s.sync): s for s in statuses}
         #: The revision each sync last applied successfully (kept while later attempts fail).
@@ -245,6 +248,27 @@ class FleetState:
                             message=error or "unreachable"))  # fmt: skip
         elif reachable and before is False:
             self.emit(Event(kind=EventKind.CLUSTER_RECOVERED, cluster=cluster, message="reachable again"))
+
+    def claim_identity(self, cluster: str, uid: str) -> None:
+        """Record that ``cluster`` is the cluster ``uid``; refuse it if another inventory cluster is.
+
+        The first cluster of the inventory to reach an API server keeps it;
+        a second cluster file pointing there is refused (`IdentityConflict`)
+        and nothing is applied or pruned through it.
+        """
+        names = {c.name for c in self.fleet.clusters}
+        holder = next(
+            (n for n, u in self.identities.items() if u == uid and n != cluster and n in names), None
+        )
+        if holder is not None:
+            raise IdentityConflict(
+                f"cluster {cluster} is the same Kubernetes cluster as {holder} (kube-system namespace uid "
+                f"{uid}): two cluster files point at one API server. Remove one of them; nothing is "
+                f"applied or pruned through {cluster} until then"
+            )
+        if self.identities.get(cluster) != uid:
+            self.identities[cluster] = uid
+            self._write(lambda: self.store.save_identity(cluster, uid))
 
     # -- drift -------------------------------------------------------------------
 
@@ -415,6 +439,10 @@ class FleetState:
         except StoreError as exc:
             self._cannot_record(str(exc))
             return default
+
+
+class IdentityConflict(FleetdError):
+    """Two inventory clusters reach the same Kubernetes cluster."""
 
 
 def _with_written(error: str | None, written: Iterable[str]) -> str | None:

@@ -29,6 +29,7 @@ from fleetd.inventory.model import (
     DEFAULT_CONCURRENCY,
     DEFAULT_LISTEN_HOST,
     DEFAULT_LISTEN_PORT,
+    DEFAULT_PRUNE_GRACE,
     DEFAULT_SOPS_BINARY,
     DEFAULT_STATE_DIR,
     Cluster,
@@ -47,7 +48,7 @@ FLEET_FILE_KEYS = frozenset(
     {"fleet", "source", "decryption", "webhooks", "defaults", "syncs", "notifications"}
 )
 FLEET_KEYS = frozenset(
-    {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters"}
+    {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters", "prune_grace"}
 )
 DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary"})
 CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
@@ -154,6 +155,7 @@ class _FleetSettings:
     listen: tuple[str, int]
     concurrency: int
     prune_removed_clusters: bool
+    prune_grace: float
     source: GitSource
     decryption: Decryption
     webhooks: Webhooks
@@ -175,6 +177,7 @@ class _FleetSettings:
             listen_port=self.listen[1],
             concurrency=self.concurrency,
             prune_removed_clusters=self.prune_removed_clusters,
+            prune_grace=self.prune_grace,
             clusters=clusters,
             fleet_syncs=tuple(d.sync for d in self.syncs),
             notifications=self.notifications,
@@ -198,6 +201,7 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         listen=_listen(table),
         concurrency=table.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1),
         prune_removed_clusters=table.boolean("prune_removed_clusters", False),
+        prune_grace=table.duration("prune_grace", DEFAULT_PRUNE_GRACE),
         source=read_source(_section(root, "source", SOURCE_KEYS), base),
         decryption=_read_decryption(root.table("decryption", DECRYPTION_KEYS), base),
         webhooks=read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),
@@ -215,10 +219,9 @@ def _fleet_name(table: Table, file: Path) -> str:
 
 
 def _fleet_name_check(value: str) -> str | None:
-    # The name may end up in label values, so it follows their syntax (but must not be empty).
-    if value and syntax.label_value(value) is None:
-        return None
-    return f"{value!r} is not a valid fleet name (at most 63 letters, digits, '-', '_', '.')"
+    # The name is a label value and part of the ledgers' ConfigMap names, so it is a DNS-1123 label:
+    # an upper-case name would apply objects whose ledger can never be written, so never pruned.
+    return syntax.dns_label("fleet name")(value)
 
 
 def _clusters_dir(table: Table, file: Path) -> Path:

@@ -86,6 +86,35 @@ class IgnoreRule:
         return all(w is None or w == a for w, a in zip(wanted, actual, strict=True))
 
 
+DEFAULT_PRUNE_GRACE = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PruneBudget:
+    """How much one revision may prune from a sync before an operator must allow it.
+
+    ``max_prune = "50%"`` (a share of the sync's objects) or ``max_prune = 10``
+    (a count); emptying a sync is always over budget unless ``allow_empty``.
+    """
+
+    percent: int | None = 50
+    count: int | None = None
+    allow_empty: bool = False
+
+    def allows(self, deleting: int, total: int, *, emptying: bool) -> bool:
+        """Whether deleting `deleting` of the `total` objects a sync had is within the budget."""
+        if deleting == 0:
+            return True
+        if emptying and not self.allow_empty:
+            return False
+        if self.count is not None:
+            return deleting <= self.count
+        return self.percent is None or deleting * 100 <= self.percent * max(total, 1)
+
+    def describe(self) -> str:
+        return f"{self.count} object(s)" if self.count is not None else f"{self.percent}% of its objects"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncDefaults:
     """The optional settings of a sync; ``[defaults]`` overrides the built-in values."""
@@ -106,6 +135,8 @@ class SyncDefaults:
     """Skip this sync entirely (nothing applied, nothing pruned)."""
     force: bool = False
     """Delete and recreate objects whose immutable fields changed, instead of failing."""
+    budget: PruneBudget = field(default_factory=PruneBudget)
+    """The deletion budget (``max_prune``, ``allow_empty``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +175,8 @@ class Sync:
     """See `SyncDefaults.suspend`."""
     force: bool = False
     """See `SyncDefaults.force`."""
+    budget: PruneBudget = field(default_factory=PruneBudget)
+    """See `SyncDefaults.budget`."""
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a cluster with `labels` receives this sync."""
@@ -297,6 +330,8 @@ class Fleet:
     concurrency: int = DEFAULT_CONCURRENCY
     """Most clusters reconciled at the same time."""
     prune_removed_clusters: bool = False
+    prune_grace: float = DEFAULT_PRUNE_GRACE
+    """Seconds a removed cluster file must stay removed before its objects are pruned."""
     """When a cluster leaves the inventory, prune what this fleet applied there (else leave it alone)."""
     clusters: tuple[Cluster, ...] = ()
     """Sorted by name."""

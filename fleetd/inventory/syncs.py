@@ -15,9 +15,22 @@ from dataclasses import dataclass
 
 from fleetd.inventory import syntax
 from fleetd.inventory.fields import Table
-from fleetd.inventory.model import DriftPolicy, IgnoreRule, Sync, SyncDefaults, frozen_map
+from fleetd.inventory.model import DriftPolicy, IgnoreRule, PruneBudget, Sync, SyncDefaults, frozen_map
 
-OPTION_KEYS = frozenset({"prune", "interval", "wait", "timeout", "drift", "namespace", "suspend", "force"})
+OPTION_KEYS = frozenset(
+    {
+        "prune",
+        "interval",
+        "wait",
+        "timeout",
+        "drift",
+        "namespace",
+        "suspend",
+        "force",
+        "max_prune",
+        "allow_empty",
+    }
+)
 SYNC_KEYS = OPTION_KEYS | {"name", "path", "depends_on", "ignore", "health_checks"}
 FLEET_SYNC_KEYS = SYNC_KEYS | {"selector"}
 IGNORE_KEYS = frozenset({"paths", "group", "kind", "name", "namespace"})
@@ -46,7 +59,22 @@ def read_options(table: Table | None, base: SyncDefaults) -> SyncDefaults:
         namespace=table.text("namespace", syntax.dns_label("namespace name")) or base.namespace,
         suspend=table.boolean("suspend", base.suspend),
         force=table.boolean("force", base.force),
+        budget=_budget(table, base.budget),
     )
+
+
+def _budget(table: Table, base: PruneBudget) -> PruneBudget:
+    allow_empty = table.boolean("allow_empty", base.allow_empty)
+    if "max_prune" not in table.data:
+        return PruneBudget(percent=base.percent, count=base.count, allow_empty=allow_empty)
+    value = table.data["max_prune"]
+    hint = 'use a share such as "50%" or a count such as 10'
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return PruneBudget(percent=None, count=value, allow_empty=allow_empty)
+    if isinstance(value, str) and (match := re.fullmatch(r"(\d{1,3})%", value)) and int(match[1]) <= 100:
+        return PruneBudget(percent=int(match[1]), count=None, allow_empty=allow_empty)
+    table.report("max_prune", f"expected a share or a count, got {value!r}; {hint}")
+    return base
 
 
 def _drift(table: Table, default: DriftPolicy) -> DriftPolicy:
@@ -89,6 +117,7 @@ def _read_sync(table: Table, defaults: SyncDefaults, fleet_wide: bool) -> Declar
         namespace=options.namespace,
         suspend=options.suspend,
         force=options.force,
+        budget=options.budget,
     )
     return Declared(sync=sync, table=table)
 

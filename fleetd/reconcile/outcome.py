@@ -49,7 +49,7 @@ class SyncOutcome:
     written: tuple[str, ...] = ()
     """Objects a failed reconcile wrote before failing (``Kind ns/name``)."""
     refs: tuple[str, ...] = ()
-    """The objects the error is about (``Kind ns/name``), for events and the UI."""
+    """The objects it is about (``Kind ns/name``): what a failure names, what a success wrote or pruned."""
     ledger: Ledger | None = None
     """The ledger as the spoke now holds it (the recorder keeps a local copy)."""
     swept: bool = False

@@ -12,10 +12,21 @@ import pytest
 import yaml
 
 from fleetd.cli.diff import run
+from fleetd.daemon.root import Daemon
+from fleetd.reconcile.diff import diff_cluster
 from fleetd.reconcile.ledger import SYSTEM_NAMESPACE
 from testbed.bed import Spoke, TestBed
 from tests.gitrepo import WorkRepo
-from tests.integration.fleet import configmap, deployment, get, namespace_doc, running, unique, write_fleet
+from tests.integration.fleet import (
+    configmap,
+    deployment,
+    eventually,
+    get,
+    namespace_doc,
+    running,
+    unique,
+    write_fleet,
+)
 from tests.integration.test_secrets import ONLY_DATA, SOPS, Keys
 from tests.integration.test_sync_engine import cm_path, deploy_path, kubectl, until_status
 
@@ -285,3 +296,59 @@ async def test_a_sync_that_does_not_render_exits_2_naming_file_object_and_variab
         f"fleetd diff: cluster {spoke.name}, sync apps: apps/cm.yaml (document 1, ConfigMap {ns}/cm)" in err
     )
     assert "nowhere" in err
+
+
+# --- the diff is the daemon's own plan ----------------------------------------------------------
+
+
+async def test_the_diff_predicts_exactly_what_the_next_reconcile_writes(
+    spokes: list[Spoke], repo: WorkRepo, tmp_path: Path, keys: Keys
+) -> None:
+    ns, spoke = unique("predict"), spokes[1]
+    repo.write({
+        "apps/ns.yaml": namespace_doc(ns),
+        "apps/a.yaml": configmap("a", ns, {"v": "1"}),
+        "apps/b.yaml": configmap("b", ns, {"v": "1"}),
+        "apps/db.yaml": encrypted_secret(keys, ns, OLD_PW),
+        "apps/same.yaml": json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "same", "namespace": ns},
+            "stringData": {"token": "unchanged-plain-value"},
+        }),
+    })  # fmt: skip
+    first = repo.commit("namespace, two ConfigMaps, a rotated and a steady Secret (stringData)")
+    config = one_spoke_fleet(tmp_path, repo, spoke)
+    config.write_text(config.read_text() + f'\n[decryption]\nage_key_files = ["{keys.key_file}"]\n')
+    async with running(config) as daemon:
+        await eventually(lambda: _ready(daemon, spoke.name, first), "first revision applied")
+        repo.remove("apps/b.yaml")
+        repo.write({
+            "apps/a.yaml": configmap("a", ns, {"v": "2"}),
+            "apps/c.yaml": configmap("c", ns, {"v": "1"}),
+            "apps/db.yaml": encrypted_secret(keys, ns, NEW_PW),
+        })  # fmt: skip
+        second = repo.commit("change a, drop b, add c, rotate the password")
+        report = await diff_cluster(daemon.fleet, spoke.name, "apps")
+        predicted = {
+            (o.action, str(o.ref)) for s in report.syncs for o in s.objects if o.action != "unchanged"
+        }
+        daemon.trigger_fetch()
+        await eventually(lambda: _ready(daemon, spoke.name, second), "second revision applied")
+        (event,) = [
+            e
+            for e in daemon.state.events(cluster=spoke.name, sync="apps", kinds=("reconcile.succeeded",))
+            if e.revision == second
+        ]
+        status = daemon.state.status(spoke.name, "apps")
+    assert report.revision == second
+    assert predicted == {
+        ("changed", f"ConfigMap {ns}/a"), ("pruned", f"ConfigMap {ns}/b"), ("created", f"ConfigMap {ns}/c"),
+        ("changed", f"Secret {ns}/db"),
+    }  # fmt: skip
+    assert set(event.objects) == {ref for _, ref in predicted}, "the reconcile wrote exactly what diff said"
+    assert status is not None
+    assert (status.changed, status.pruned) == (3, 1)
+
+
+async def _ready(daemon: Daemon, cluster: str, revision: str) -> bool:
+    status = daemon.state.status(cluster, "apps")
+    return status is not None and status.result == "ready" and status.revision == revision

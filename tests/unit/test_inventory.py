@@ -145,8 +145,8 @@ class TestUnknownKeys:
     def test_unknown_key_without_a_close_match_lists_the_known_keys(self, tmp_path: Path) -> None:
         problem = one_problem(tmp_path, with_sync("zzz = 1\n"), "pi5.toml", "syncs[0].zzz")
         known = (
-            "depends_on, drift, force, health_checks, ignore, interval, name, namespace, path, prune, "
-            "suspend, timeout, wait"
+            "allow_empty, depends_on, drift, force, health_checks, ignore, interval, max_prune, name, "
+            "namespace, path, prune, suspend, timeout, wait"
         )
         assert problem.message == f"unknown key 'zzz' (expected one of: {known})"
 
