@@ -8,8 +8,8 @@ of the source's ref. Nothing is written anywhere. Before anything leaves:
 
 * every value of a Secret's ``data`` and ``stringData`` (and a kubectl
   last-applied annotation) is ``***`` (`fleetd.reconcile.diff.masked`);
-* an object rendered from a SOPS-encrypted file, or by a kustomization
-  that reads one, keeps only its identity: ``data``, ``stringData``,
+* any other object rendered from a SOPS-encrypted file, or by a
+  kustomization that reads one, keeps only its identity: ``data``, ``stringData``,
   ``binaryData`` and ``spec`` become ``***`` whatever its kind, since
   decrypted plaintext may sit in a ConfigMap too;
 * error messages are scrubbed of the sync's secret values.
@@ -85,7 +85,7 @@ def _shown(obj: dict[str, Any], origin: str, root: Path) -> dict[str, Any]:
     annotations = (shown.get("metadata") or {}).get("annotations") or {}
     if LAST_APPLIED in annotations:
         annotations[LAST_APPLIED] = MASK
-    if _from_encrypted(root, origin.split("#", 1)[0]):
+    if obj.get("kind") != "Secret" and _from_encrypted(root, origin.split("#", 1)[0]):
         for key in HIDDEN:
             if key in shown:
                 shown[key] = MASK
