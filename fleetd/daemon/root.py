@@ -33,6 +33,7 @@ from fleetd.api import control
 from fleetd.api import http as web
 from fleetd.api.control import ControlError
 from fleetd.daemon import systemd as notify
+from fleetd.daemon.departures import Departures
 from fleetd.daemon.events import EventBus
 from fleetd.daemon.reload import Reloader
 from fleetd.daemon.revisions import Revisions
@@ -42,7 +43,7 @@ from fleetd.daemon.store import StateStore, StoreError
 from fleetd.daemon.systemd import Notifier
 from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
-from fleetd.inventory import Fleet, GitRef, load_fleet
+from fleetd.inventory import Cluster, Fleet, GitRef, load_fleet
 from fleetd.notify import Notifications
 from fleetd.render.manifests import RenderCache
 from fleetd.secrets.decryptor import decryptor
@@ -61,6 +62,7 @@ class Daemon:
         self.revisions = Revisions(fleet.source, fleet.state_dir, state=self.state, on_new=self._new_revision)
         self.reloader = Reloader(self.state, self._apply_inventory, around=self._reloading)
         self.renders = RenderCache()
+        self.departures = Departures(self.state, self._prune_departed)
         self.decrypt = decryptor(fleet.decryption)
         self._limiter = asyncio.Semaphore(fleet.concurrency)
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
@@ -218,6 +220,7 @@ class Daemon:
                 self._roots = [
                     tg.create_task(self.revisions.run(), name="source"),
                     tg.create_task(self.revisions.upkeep(), name="source-upkeep"),
+                    tg.create_task(self.departures.run(), name="departures"),
                     tg.create_task(self.reloader.run(), name="reload"),
                     tg.create_task(self.notifications.run(), name="notify"),
                 ]
@@ -302,7 +305,9 @@ class Daemon:
             self.workers.pop(name)
             self.state.forget_cluster(name)
             if new.prune_removed_clusters:
-                await self._prune_departed(old, before[name])
+                self.departures.leave(old.name, before[name], new.prune_grace)
+        for name in after:
+            self.departures.returned(name)
         changed = [
             n for n in after if n not in before or after[n] != before[n] or new.decryption != old.decryption
         ]
@@ -321,16 +326,8 @@ class Daemon:
         log.info("%s", summary)
         return summary
 
-    async def _prune_departed(self, old: Fleet, cluster: Any) -> None:
-        try:
-            async with asyncio.timeout(max((s.timeout for s in cluster.syncs), default=60)):
-                syncs = await prune_everything(
-                    fleet=old.name, cluster=cluster, state=self.state, renders=self.renders
-                )
-        except (FleetdError, TimeoutError) as exc:
-            log.error("cluster %s left the inventory but could not be pruned: %s", cluster.name, exc)  # noqa: TRY400
-            return
-        log.info("cluster %s left the inventory: pruned syncs %s", cluster.name, ", ".join(syncs) or "none")
+    async def _prune_departed(self, fleet: str, cluster: Cluster) -> list[str]:
+        return await prune_everything(fleet=fleet, cluster=cluster, state=self.state, renders=self.renders)
 
 
 class _Stopping(Exception):

@@ -201,6 +201,8 @@ class ClusterReconciler:
             desired = await self.desired(sync, snapshot)
             check_reserved(desired)
             check_unique(sync.name, (d.ref for d in desired), await self._others(sync, snapshot))
+        progress.stage = "ledger"
+        with stage("reading the ledger"):
             previous = await self.ledgers.read(sync.name) or self._local_ledger(sync.name)
             check_ledger_owner(previous, self.cluster.name, self._peers())
         old = previous.entries if previous else frozenset()
@@ -222,7 +224,9 @@ class ClusterReconciler:
         current = frozenset(Entry(c.ref, c.version) for c in changes) | {
             Entry(m.desired.ref, m.resource.version) for m in unchanged
         }
-        held = over_budget(sync, _stale(old, current), old, len(desired), snapshot.revision)
+        held = over_budget(
+            self.cluster.name, sync, _stale(old, current), old, len(desired), snapshot.revision
+        )
         held = None if progress.allow_prune or not sync.prune else held
         pruned = [] if held else await self._prune_stale(sync, old, current, progress)
         progress.stage = "ledger"

@@ -70,16 +70,16 @@ def check_ledger_owner(ledger: Ledger | None, cluster: str, peers: Collection[st
 
 
 def over_budget(
-    sync: Sync, stale: Collection[Entry], old: Collection[Entry], rendered: int, revision: str
+    cluster: str, sync: Sync, stale: Collection[Entry], old: Collection[Entry], rendered: int, revision: str
 ) -> str | None:
     """Why pruning ``stale`` is held (None when within the sync's deletion budget)."""
     if not stale or sync.budget.allows(len(stale), len(old), emptying=rendered == 0):
         return None
     what = "empty the sync" if rendered == 0 else f"prune {len(stale)} of its {len(old)} objects"
-    allowed = "" if rendered else f" (its budget is {sync.budget.describe()})"
+    allowed = f" (its budget is {sync.budget.describe()})" if rendered else ""
     return (
         f"revision {revision[:12]} would {what}{allowed}: {_names(e.ref for e in stale)}. The prune is held "
-        f"and nothing is deleted. If this is intended, run `fleetd prune --allow CLUSTER {sync.name}`, or "
+        f"and nothing is deleted. If this is intended, run `fleetd prune --allow {cluster} {sync.name}`, or "
         "raise max_prune (allow_empty for an emptied sync); another commit is checked again"
     )
 

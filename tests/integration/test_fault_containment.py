@@ -50,7 +50,7 @@ def fleet(
         }
     )
     repo.commit("two syncs")
-    syncs = [{"name": "apps", "path": "apps"}, {"name": "extra", "path": "extra"}]
+    syncs = [{"name": "apps", "path": "apps"}, {"name": "extra", "path": "extra", "max_prune": "100%"}]
     config = write_fleet(
         tmp_path, repo=repo.path, clusters={s.name: s.kubeconfig for s in spokes}, syncs=syncs
     )
