@@ -193,8 +193,9 @@ class Notifications:
         return route
 
     def _targets(self, rule: Notification) -> list[Any]:
-        assert self._poster is not None or not self._tasks
-        poster = self._poster or Poster()
+        poster = self._poster
+        if poster is None:
+            raise FleetdError("notifications are built only while the notifier runs")
         if rule.kind is TargetKind.APPRISE:
             urls = [rule.url] if rule.url else Credential.read(_path(rule.url_file), "apprise URL").lines()
             return [AppriseTarget(url) for url in urls]
