@@ -60,7 +60,7 @@ async def rendered(fleet: Fleet, cluster: Cluster, sync: Sync, *, timeout: float
                 except RenderError as exc:
                     raise ToolFailure(f"sync {sync.name} does not render: {exc}") from exc
             secrets = [d.obj for d in desired if d.obj.get("kind") == "Secret"]
-            objects = [_scrubbed(_shown(d.obj, d.origin, snapshot.root), secrets) for d in desired]
+            objects = [scrubbed(shown_object(d.obj, d.origin, snapshot.root), secrets) for d in desired]
     except TimeoutError:
         raise ToolFailure(f"rendering {cluster.name}/{sync.name} took longer than {timeout:g}s") from None
     except FleetdError as exc:
@@ -79,7 +79,7 @@ async def rendered(fleet: Fleet, cluster: Cluster, sync: Sync, *, timeout: float
     }
 
 
-def _shown(obj: dict[str, Any], origin: str, root: Path) -> dict[str, Any]:
+def shown_object(obj: dict[str, Any], origin: str, root: Path) -> dict[str, Any]:
     shown = masked({}, obj)[1] if obj.get("kind") == "Secret" else copy.deepcopy(obj)
     annotations = (shown.get("metadata") or {}).get("annotations") or {}
     if LAST_APPLIED in annotations:
@@ -91,12 +91,12 @@ def _shown(obj: dict[str, Any], origin: str, root: Path) -> dict[str, Any]:
     return {"origin": origin, "manifest": shown}
 
 
-def _scrubbed(value: Any, secrets: list[dict[str, Any]]) -> Any:
+def scrubbed(value: Any, secrets: list[dict[str, Any]]) -> Any:
     """Every string in `value` with the sync's Secret values (and their base64) replaced by ``***``."""
     if isinstance(value, dict):
-        return {k: _scrubbed(v, secrets) for k, v in value.items()}
+        return {k: scrubbed(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrubbed(v, secrets) for v in value]
+        return [scrubbed(v, secrets) for v in value]
     return scrub(value, secrets) if isinstance(value, str) else value
 
 

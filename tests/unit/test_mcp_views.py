@@ -11,6 +11,7 @@ import pytest
 from fleetd.daemon.events import Event, EventKind, Severity
 from fleetd.mcp.access import FleetAccess, ToolFailure
 from fleetd.mcp.explain import explain
+from fleetd.mcp.manifests import scrubbed, shown_object
 from fleetd.mcp.views import guard, overview
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from tests.fleetstate import fleet_state
@@ -116,3 +117,22 @@ async def test_without_a_running_daemon_the_recorded_state_is_served_and_marked_
     assert "not running" in doc["daemon"]
     (cluster_a,) = [c for c in doc["clusters"] if c["name"] == "a"]
     assert {s["name"]: s["result"] for s in cluster_a["syncs"]} == {"s": "failed", "t": "pending"}
+
+
+def test_a_secret_value_copied_into_another_object_is_scrubbed_from_the_manifests(tmp_path: Path) -> None:
+    secret = {"kind": "Secret", "metadata": {"name": "db"}, "stringData": {"password": "hunter2-canary"}}
+    leaky = {"kind": "ConfigMap", "metadata": {"name": "app", "annotations": {"note": "pw=hunter2-canary"}}}
+    (tmp_path / "app.yaml").write_text("kind: ConfigMap\n")
+    shown = [scrubbed(shown_object(o, "app.yaml#1", tmp_path), [secret]) for o in (secret, leaky)]
+    assert shown[0]["manifest"]["stringData"] == {"password": "***"}
+    assert shown[1]["manifest"]["metadata"]["annotations"] == {"note": "pw=***"}
+
+
+def test_an_object_from_a_sops_encrypted_file_shows_only_its_identity(tmp_path: Path) -> None:
+    (tmp_path / "cm.yaml").write_text(
+        "kind: ConfigMap\ndata:\n  a: ENC[...]\nsops:\n  mac: x\n  lastmodified: y\n"
+    )
+    shown = shown_object(
+        {"kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "plain"}}, "cm.yaml#1", tmp_path
+    )
+    assert shown["manifest"] == {"kind": "ConfigMap", "metadata": {"name": "cm"}, "data": "***"}
