@@ -1,8 +1,8 @@
 """``fleetd mcp``: the MCP server over stdio, for agents (`fleetd.mcp`).
 
 stdout carries the protocol, so logs go to stderr (warnings and above by
-default). Exit codes: 0 when the client closes the connection, 2 for an
-invalid inventory.
+default). The server is imported only when this command runs. Exit codes:
+0 when the client closes the connection, 2 for an invalid inventory.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 
 from fleetd.errors import InventoryError
 from fleetd.inventory import load_fleet
-from fleetd.mcp.access import FleetAccess
-from fleetd.mcp.server import serve_stdio
 from fleetd.util import logs
 
 
@@ -44,5 +42,9 @@ def run(args: argparse.Namespace) -> int:
     except InventoryError as exc:
         print(f"fleetd mcp: the inventory is invalid:\n{exc}", file=sys.stderr)
         return 2
+    # Imported here: the MCP SDK takes over a second to import, which no other command should pay.
+    from fleetd.mcp.access import FleetAccess
+    from fleetd.mcp.server import serve_stdio
+
     asyncio.run(serve_stdio(FleetAccess(args.config), read_write=args.read_write))
     return 0

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fleetd.cli.diff import report_json
 from fleetd.errors import FleetdError
 from fleetd.mcp import explain as explaining
 from fleetd.mcp import manifests, views
@@ -173,7 +172,7 @@ def read_tools(access: FleetAccess) -> list[ToolSpec]:
             report = await diff_cluster(fleet, cluster, sync)
         except FleetdError as exc:
             raise ToolFailure(str(exc)) from exc
-        return views.guard(report_json(report))
+        return views.guard(views.diff_json(report))
 
     async def rendered_manifests(cluster: str, sync: str) -> dict[str, Any]:
         fleet = await access.fleet()

@@ -17,7 +17,7 @@ from typing import Any
 from fleetd.daemon.events import Event
 from fleetd.inventory import Cluster, Fleet, Sync
 from fleetd.mcp.access import ToolFailure
-from fleetd.reconcile.diff import MASK
+from fleetd.reconcile.diff import MASK, DiffReport
 from fleetd.reconcile.ledger import Ledger
 
 
@@ -221,6 +221,26 @@ def rollout_view(
         "rollout_events": [event_json(e) for e in reversed(rollout)],
         "live": doc.get("live", True),
     }
+
+
+def diff_json(report: DiffReport) -> dict[str, Any]:
+    """A diff for an agent: per sync its objects (action, identity, origin, diff, notes) and errors."""
+    syncs = [
+        {
+            "name": s.name, "note": s.note, "errors": list(s.errors),
+            "objects": [
+                {"action": o.action, "kind": o.ref.kind, "group": o.ref.group, "namespace": o.ref.namespace,
+                 "name": o.ref.name, "origin": o.origin, "diff": o.diff, "notes": list(o.notes)}
+                for o in s.objects
+            ],
+        }
+        for s in report.syncs
+    ]  # fmt: skip
+    return {
+        "cluster": report.cluster, "revision": report.revision, "ref": report.ref,
+        "changes": report.has_changes, "errors": report.errors, "syncs": syncs,
+        "summary": {a: report.count(a) for a in ("created", "changed", "pruned")},
+    }  # fmt: skip
 
 
 def guard(answer: dict[str, Any]) -> dict[str, Any]:

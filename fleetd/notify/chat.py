@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-
-import apprise
+from typing import Any
 
 from fleetd.daemon.events import Severity
 from fleetd.notify.credentials import CredentialError
 from fleetd.notify.messages import Notice
 from fleetd.notify.post import DeliveryError
 
-_TYPES = {Severity.INFO: apprise.NotifyType.INFO, Severity.WARNING: apprise.NotifyType.WARNING,
-          Severity.ERROR: apprise.NotifyType.FAILURE}  # fmt: skip
-_RECOVERED = apprise.NotifyType.SUCCESS
+#: apprise's notify types (the values of ``apprise.NotifyType``).
+_TYPES = {Severity.INFO: "info", Severity.WARNING: "warning", Severity.ERROR: "failure"}
+_RECOVERED = "success"
 #: URL parts at least this long are treated as possible credentials in apprise's log lines.
 _MIN_SECRET = 6
 
@@ -65,7 +64,9 @@ class AppriseTarget:
     def __init__(self, url: str) -> None:
         self.scheme = url.split("://", 1)[0] if "://" in url else "?"
         _scrub.secrets |= _parts(url)
-        self._apprise = apprise.Apprise()
+        import apprise  # apprise loads ~200 plugins: only a daemon with an apprise target pays for it
+
+        self._apprise: Any = apprise.Apprise()
         if not self._apprise.add(url):
             raise CredentialError(
                 f"an apprise URL with scheme {self.scheme!r} is not one apprise understands; "
