@@ -45,7 +45,7 @@ from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Cluster, Fleet, GitRef, load_fleet
 from fleetd.notify import Notifications
-from fleetd.render.manifests import RenderCache
+from fleetd.render import RenderCache, sweep_stale_workdirs
 from fleetd.secrets.decryptor import decryptor
 from fleetd.source import Snapshot, redact
 
@@ -344,6 +344,8 @@ async def serve(config: Path) -> int:
     except StoreError as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message says what to do
         return 2
+    for stale in sweep_stale_workdirs():
+        log.warning("removed a kustomize work directory a killed fleetd left behind: %s", stale)
     daemon.notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

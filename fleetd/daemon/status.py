@@ -75,6 +75,7 @@ def _cluster(state: FleetState, name: str, snapshot_for: Callable[[str], Snapsho
                 for ref, reason in sorted(state.drifted.get((name, s.name), {}).items())
             ],
             "suspended": cluster.suspend or s.suspend or bool({"", s.name} & held),
+            "warnings": list(state.warnings.get((name, s.name), ())),
         }
         for s in cluster.syncs
     ]

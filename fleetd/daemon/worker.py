@@ -39,7 +39,7 @@ from fleetd.kube.client import KubeError
 from fleetd.reconcile.drift import DriftTracker
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.reconciler import ClusterReconciler
-from fleetd.render.manifests import Decrypt, RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.source import Snapshot
 from fleetd.util import logs
 from fleetd.util.backoff import backoff
@@ -149,6 +149,7 @@ class ClusterWorker:
             fleet=self.fleet, cluster=self.cluster, renders=self._renders, decrypt=self._decrypt,
             local_ledger=lambda sync: self._state.ledger(self.cluster.name, sync), on_drift=self._drift,
             peers=self._peers, requests=counters.requests, errors=counters.errors,
+            require_encrypted=self._state.fleet.decryption.require_encrypted_secrets,
         )  # fmt: skip
 
     def _peers(self) -> set[str]:
@@ -255,9 +256,8 @@ class ClusterWorker:
         allow = sync.name in self._allowed
         self._allowed.discard(sync.name)
         try:
-            outcome = await reconciler.reconcile(
-                sync, snapshot, full=sync.name in self._forced_now, allow_prune=allow
-            )
+            full = sync.name in self._forced_now or self._sweep_due(sync)
+            outcome = await reconciler.reconcile(sync, snapshot, full=full, allow_prune=allow)
         except Exception as exc:
             log.exception("cluster %s: sync %s: internal error", self.cluster.name, sync.name)
             outcome = SyncOutcome(sync=sync.name, revision=snapshot.revision, result=Result.FAILED,
@@ -275,6 +275,11 @@ class ClusterWorker:
     def _drift(self, sync: str, ref: str, kind: str, what: str, reason: str) -> None:
         self._state.drift(self.cluster.name, sync, ref, kind, what, reason)
 
+    def _sweep_due(self, sync: Sync) -> bool:
+        """Whether the periodic full sweep (every object dry-run, watches or not) is due for ``sync``."""
+        swept = self._swept.get(sync.name)
+        return swept is None or time.monotonic() - swept >= SWEEP_EVERY * sync.interval
+
     def _vouched(self, reconciler: ClusterReconciler, sync: Sync, snapshot: Snapshot) -> bool:
         """Whether an interval reconcile can be skipped: same revision, watches vouch, full sweep recent.
 
@@ -283,14 +288,12 @@ class ClusterWorker:
         reconcile runs anyway, as the backstop behind the watches.
         """
         status = self._state.status(self.cluster.name, sync.name)
-        swept = self._swept.get(sync.name)
         return (
             sync.name not in self._forced_now
             and status is not None
             and status.result == Result.READY
             and status.revision == snapshot.revision
-            and swept is not None
-            and time.monotonic() - swept < SWEEP_EVERY * sync.interval
+            and not self._sweep_due(sync)
             and reconciler.drift.vouches_for(sync.name)
         )
 

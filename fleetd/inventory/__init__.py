@@ -30,6 +30,7 @@ from fleetd.inventory.model import (
     Sync,
     SyncDefaults,
     Webhooks,
+    WebSettings,
 )
 from fleetd.inventory.notifications import Notification, TargetKind
 
@@ -50,6 +51,7 @@ __all__ = [
     "Sync",
     "SyncDefaults",
     "TargetKind",
+    "WebSettings",
     "Webhooks",
     "load_fleet",
 ]

@@ -264,6 +264,8 @@ class Decryption:
     """GnuPG home holding PGP secret keys; None = GnuPG's default."""
     sops_binary: str = DEFAULT_SOPS_BINARY
     """The sops executable for what fleetd does not decrypt natively: a name on PATH or a path."""
+    require_encrypted_secrets: bool = False
+    """A Secret stored in git unencrypted fails its sync's render (else it is only a warning)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,6 +278,18 @@ class Webhooks:
     """Secret of the generic HMAC receiver (X-Signature-256); None = /hooks/generic disabled."""
     gitlab_token_file: Path | None = None
     """Secret token of the GitLab webhook (X-Gitlab-Token); None = /hooks/gitlab disabled."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebSettings:
+    """The ``[web]`` section: who may act through the web UI and the HTTP API."""
+
+    actions: bool = False
+    """Offer operator actions (reconcile, suspend/resume, rollout hold/resume/promote); needs `token_file`."""
+    token_file: Path | None = None
+    """Access tokens, one per line as ``name:token``; None = no token (read-only, loopback only)."""
+    allow_unauthenticated: bool = False
+    """Serve the UI and API on a non-loopback `listen` without a token (explicitly asked for)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +338,7 @@ class Fleet:
     source: GitSource
     decryption: Decryption = field(default_factory=Decryption)
     webhooks: Webhooks = field(default_factory=Webhooks)
+    web: WebSettings = field(default_factory=WebSettings)
     listen_host: str = DEFAULT_LISTEN_HOST
     """Address of the HTTP server (metrics, status API), without IPv6 brackets."""
     listen_port: int = DEFAULT_LISTEN_PORT

@@ -37,7 +37,7 @@ from fleetd.reconcile.diff import LAST_APPLIED, MASK, masked, scrub
 from fleetd.reconcile.health import assess
 from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.reconciler import ClusterReconciler
-from fleetd.render.manifests import RenderCache, RenderError
+from fleetd.render import RenderCache, RenderError
 from fleetd.secrets.decryptor import decryptor
 from fleetd.secrets.sops import is_sops_encrypted
 from fleetd.source import GitSourceFetcher, remove_tree

@@ -53,7 +53,7 @@ from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.plan import ChangeSet, Planner
 from fleetd.reconcile.prune import Candidate, Pruned, candidates, prune
 from fleetd.reconcile.safety import check_ledger_owner, check_reserved, check_unique, over_budget
-from fleetd.render.manifests import Decrypt, RenderCache, RenderResult
+from fleetd.render import Decrypt, RenderCache, RenderResult, plaintext_warning
 from fleetd.source import Snapshot
 from fleetd.util import logs
 
@@ -108,9 +108,13 @@ class ClusterReconciler:
         local_ledger: LocalLedger | None = None,
         on_drift: DriftObserver | None = None,
         peers: Callable[[], Collection[str]] = frozenset,
+        require_encrypted: bool = False,
     ) -> None:
         self.fleet, self.cluster, self.client = fleet, cluster, client
         self._peers = peers
+        self.require_encrypted = require_encrypted
+        #: Per sync, what its last render warned about (plaintext Secrets in git).
+        self.warnings: dict[str, tuple[str, ...]] = {}
         self.renders, self.decrypt = renders, decrypt
         self._local_ledger = local_ledger or (lambda sync: None)
         self.discovery = Discovery(client)
@@ -135,6 +139,7 @@ class ClusterReconciler:
         local_ledger: LocalLedger | None = None,
         on_drift: DriftObserver | None = None,
         peers: Callable[[], Collection[str]] = frozenset,
+        require_encrypted: bool = False,
         requests: Counter[str] | None = None,
         errors: Counter[str] | None = None,
     ) -> AsyncIterator[ClusterReconciler]:
@@ -148,6 +153,7 @@ class ClusterReconciler:
                 reconciler = cls(
                     fleet=fleet, cluster=cluster, client=client, renders=renders, decrypt=decrypt,
                     local_ledger=local_ledger, on_drift=on_drift, peers=peers,
+                    require_encrypted=require_encrypted,
                 )  # fmt: skip
                 reconciler.drift.start(tasks)
                 try:
@@ -254,7 +260,7 @@ class ClusterReconciler:
         return SyncOutcome(
             sync=sync.name, revision=snapshot.revision, result=Result.HELD if held else Result.READY,
             objects=len(desired), changed=changed, pruned=deleted, duration=time.monotonic() - started,
-            ledger=ledger, swept=not unchanged, error=held,
+            ledger=ledger, swept=not unchanged, error=held, warnings=self.warnings.get(sync.name, ()),
             refs=tuple(str(e.ref) for e in _stale(old, current)) if held else _touched(changes, pruned),
         )  # fmt: skip
 
@@ -326,6 +332,7 @@ class ClusterReconciler:
         """The shared render of ``sync``, with ownership labels and keep-live paths for this cluster."""
         await self.discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
         rendered = await self._render(sync, snapshot)
+        self.warnings[sync.name] = tuple(plaintext_warning(r) for r in rendered.plaintext_secrets)
         objs = [owned(r.obj, self.fleet, sync.name) for r in rendered.objects]
         kept = keep_live_paths(sync, objs, await hpa_targets(self.client, objs))
         return [
@@ -343,6 +350,7 @@ class ClusterReconciler:
         return await self.renders.get(
             snapshot.root, snapshot.revision, sync.path, self.cluster.variables, sync.namespace,
             cluster_scoped=cluster_scoped, decrypt=self.decrypt,
+            require_encrypted_secrets=self.require_encrypted,
         )  # fmt: skip
 
     # -- read-only planning (fleetd diff) ---------------------------------------------
