@@ -7,6 +7,8 @@ Root tasks, all in one :class:`asyncio.TaskGroup`:
 * ``control`` and ``http`` — the control socket and the HTTP server
   (`fleetd.api`); each says why and ends early if its socket cannot open;
 * ``systemd`` — readiness, status and watchdog notifications;
+* ``notify`` — `fleetd.notify.Notifications`: messages, webhooks and commit
+  statuses from the event bus;
 * ``cluster/<name>`` — one `fleetd.daemon.worker.ClusterWorker` per cluster,
   each the fault boundary of everything done for its cluster.
 
@@ -42,6 +44,7 @@ from fleetd.daemon.systemd import Notifier
 from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Cluster, Fleet, GitRef, load_fleet
+from fleetd.notify import Notifications
 from fleetd.render import RenderCache, sweep_stale_workdirs
 from fleetd.secrets.decryptor import decryptor
 from fleetd.source import Snapshot, redact
@@ -70,6 +73,7 @@ class Daemon:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._roots: list[asyncio.Task[None]] = []
         self.notifier = Notifier(None)  # silent unless serve() (the real process) says otherwise
+        self.notifications = Notifications(self.state)
 
     @classmethod
     def from_config(cls, path: Path) -> Daemon:
@@ -218,6 +222,7 @@ class Daemon:
                     tg.create_task(self.revisions.upkeep(), name="source-upkeep"),
                     tg.create_task(self.departures.run(), name="departures"),
                     tg.create_task(self.reloader.run(), name="reload"),
+                    tg.create_task(self.notifications.run(), name="notify"),
                 ]
                 # These two may end early when their socket cannot be opened; they say why.
                 tg.create_task(self._control(), name="control")

@@ -109,6 +109,8 @@ class FleetState:
         self.drift_events: Counter[tuple[str, str, str]] = Counter()
         self.corrections: Counter[tuple[str, str, str]] = Counter()
         self.webhooks: Counter[tuple[str, str]] = Counter()
+        #: Notification deliveries by (notification, result): sent, failed, suppressed (`fleetd.notify`).
+        self.notifications: Counter[tuple[str, str]] = Counter()
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.fetches: dict[str, Histogram] = {}
         self._suspended: dict[str, set[str]] = {}

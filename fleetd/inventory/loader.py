@@ -41,11 +41,14 @@ from fleetd.inventory.model import (
     WebSettings,
     frozen_map,
 )
+from fleetd.inventory.notifications import Notification, read_notifications
 from fleetd.inventory.source import SOURCE_KEYS, WEBHOOK_KEYS, read_source, read_webhooks
 from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
 from fleetd.inventory.web import WEB_KEYS, check_exposure, read_web
 
-FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "webhooks", "web", "defaults", "syncs"})
+FLEET_FILE_KEYS = frozenset(
+    {"fleet", "source", "decryption", "webhooks", "web", "defaults", "syncs", "notifications"}
+)
 FLEET_KEYS = frozenset(
     {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters", "prune_grace"}
 )
@@ -162,6 +165,7 @@ class _FleetSettings:
     defaults: SyncDefaults
     """The [defaults] section applied to built-in sync defaults; cluster syncs start from it."""
     syncs: list[Declared] = field(default_factory=list)
+    notifications: tuple[Notification, ...] = ()
 
     def build(self, clusters: tuple[Cluster, ...], warnings: list[Problem]) -> Fleet:
         return Fleet(
@@ -180,6 +184,7 @@ class _FleetSettings:
             prune_grace=self.prune_grace,
             clusters=clusters,
             fleet_syncs=tuple(d.sync for d in self.syncs),
+            notifications=self.notifications,
             warnings=tuple(warnings),
         )
 
@@ -210,6 +215,7 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         web=web,
         defaults=defaults,
         syncs=syncs,
+        notifications=read_notifications(root, base),
     )
 
 

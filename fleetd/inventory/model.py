@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from fleetd.errors import Problem
+from fleetd.inventory.notifications import Notification
 
 DEFAULT_SYNC_INTERVAL = 600.0
 DEFAULT_SYNC_TIMEOUT = 300.0
@@ -351,6 +352,8 @@ class Fleet:
     """Sorted by name."""
     fleet_syncs: tuple[Sync, ...] = ()
     """Fleet-wide syncs as declared (defaults applied), whichever clusters they match."""
+    notifications: tuple[Notification, ...] = ()
+    """``[[notifications]]``: who is told about which events (`fleetd.notify`)."""
     warnings: tuple[Problem, ...] = ()
     """Things that are valid but probably not meant (e.g. no cluster files)."""
 

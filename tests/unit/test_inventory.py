@@ -11,7 +11,17 @@ from textwrap import dedent
 import pytest
 
 from fleetd.errors import FleetdError, InventoryError, Problem
-from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, source, syncs, web
+from fleetd.inventory import (
+    DriftPolicy,
+    Fleet,
+    RefKind,
+    load_fleet,
+    loader,
+    notifications,
+    source,
+    syncs,
+    web,
+)
 from fleetd.inventory.locate import LineIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -889,6 +899,7 @@ class TestReference:
             loader.CLUSTER_KEYS,
             syncs.FLEET_SYNC_KEYS,
             syncs.IGNORE_KEYS,
+            notifications.NOTIFICATION_KEYS,
         ],
     )
     def test_every_key_is_documented(self, keys: frozenset[str]) -> None:
