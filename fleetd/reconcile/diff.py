@@ -218,6 +218,9 @@ def classify(p: Plan) -> ObjectDiff:
     if _canonical(normalized(after)) == _canonical(normalized(p.live)):
         return ObjectDiff(ref=ref, action="unchanged", origin=origin)
     notes = tuple(f"fields written by {m} are taken over" for m in sorted(_kubectl_managers(p.live)))
+    if p.desired.sensitive and ref.kind != "Secret":
+        hidden = "its values come from SOPS-encrypted data in git and are not shown"
+        return ObjectDiff(ref=ref, action="changed", origin=origin, notes=(*notes, hidden))
     return ObjectDiff(ref=ref, action="changed", origin=origin, diff=object_diff(p.live, after), notes=notes)
 
 

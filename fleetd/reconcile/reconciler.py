@@ -336,7 +336,7 @@ class ClusterReconciler:
         objs = [owned(r.obj, self.fleet, sync.name) for r in rendered.objects]
         kept = keep_live_paths(sync, objs, await hpa_targets(self.client, objs))
         return [
-            Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj))
+            Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj), sensitive=r.from_sops)
             for obj, r in zip(objs, rendered.objects, strict=True)
         ]
 
