@@ -52,6 +52,7 @@ class Controllable(Protocol):
     def resume(self) -> None: ...
     def promote(self) -> None: ...
     def request_reload(self) -> None: ...
+    def allow_prune(self, cluster: str, sync: str) -> None: ...
 
 
 DAEMON: Final = web.AppKey("fleetd.daemon", Controllable)
@@ -157,6 +158,19 @@ async def _rollout(request: web.Request) -> web.Response:
     return _answer(actions[verb], f"rollout {verb}: done")
 
 
+async def _allow_prune(request: web.Request) -> web.Response:
+    cluster, sync = _target(await _body(request))
+    if cluster is None or sync is None:
+        return web.json_response(
+            {"error": "name a cluster and a sync: fleetd prune --allow CLUSTER SYNC"}, status=400
+        )
+    what = f"{cluster}/{sync}"
+    return _answer(
+        lambda: request.app[DAEMON].allow_prune(cluster, sync),
+        f"the next reconcile of {what} may prune beyond its deletion budget",
+    )
+
+
 async def _reload(request: web.Request) -> web.Response:
     return _answer(request.app[DAEMON].request_reload, "reload requested")
 
@@ -170,6 +184,7 @@ def make_app(daemon: Controllable) -> web.Application:
     app.router.add_post("/v1/resume", _resume)
     app.router.add_post("/v1/rollout/{verb}", _rollout)
     app.router.add_post("/v1/reload", _reload)
+    app.router.add_post("/v1/prune/allow", _allow_prune)
     return app
 
 

@@ -31,9 +31,9 @@ from typing import Any
 
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet
-from fleetd.kube.client import KubeClient, KubeError, connect
+from fleetd.kube.client import ApiError, KubeClient, KubeError, connect
 from fleetd.reconcile.ledger import SYSTEM_NAMESPACE
-from fleetd.render.manifests import Decrypt, RenderError, sync_files
+from fleetd.render import Decrypt, RenderError, sync_files
 from fleetd.secrets.decryptor import decryptor
 from fleetd.secrets.scan import NO_KEYS, TRUNCATED, encrypted_format, failure_text, is_truncated
 from fleetd.secrets.sops import Format, NoKeysConfigured, SopsError, WrongKey
@@ -93,6 +93,8 @@ class ClusterReport:
     reachable: bool = False
     missing: list[str] = field(default_factory=list)
     error: str | None = None
+    identity: str | None = None
+    """The UID of the cluster's kube-system namespace: two inventory clusters must not share it."""
 
     @property
     def ok(self) -> bool:
@@ -110,6 +112,17 @@ async def _probe(client: KubeClient, report: ClusterReport) -> None:
         *(client.can_i(p.verb, p.group, p.resource, p.namespace) for p in REQUIRED)
     )
     report.missing = [p.describe() for p, ok in zip(REQUIRED, allowed, strict=True) if not ok]
+    report.identity = await _identity(client)
+
+
+async def _identity(client: KubeClient) -> str | None:
+    """The UID of the cluster's kube-system namespace (None when it cannot be read)."""
+    try:
+        namespace = await client.request("GET", "/api/v1/namespaces/kube-system")
+    except ApiError:
+        return None  # the missing permission, if any, is listed with the others
+    uid = (namespace.get("metadata") or {}).get("uid") if isinstance(namespace, dict) else None
+    return str(uid) if uid else None
 
 
 async def check_cluster(cluster: Cluster, timeout: float) -> ClusterReport:
@@ -136,8 +149,19 @@ async def check_cluster(cluster: Cluster, timeout: float) -> ClusterReport:
 
 
 async def check_fleet(fleet: Fleet, timeout: float = 15.0) -> list[ClusterReport]:
-    """Check every cluster of the fleet concurrently."""
-    return list(await asyncio.gather(*(check_cluster(c, timeout) for c in fleet.clusters)))
+    """Check every cluster of the fleet concurrently; clusters that are one and the same are problems."""
+    reports = list(await asyncio.gather(*(check_cluster(c, timeout) for c in fleet.clusters)))
+    first: dict[str, str] = {}
+    for report in reports:
+        if report.identity is None:
+            continue
+        holder = first.setdefault(report.identity, report.name)
+        if holder != report.name and report.error is None:
+            report.error = (
+                f"the same Kubernetes cluster as {holder} (kube-system namespace uid {report.identity}): two "
+                f"cluster files point at one API server; remove one (the daemon refuses {report.name})"
+            )
+    return reports
 
 
 def render_table(reports: Sequence[ClusterReport]) -> str:

@@ -44,6 +44,17 @@ def add_parsers(sub: Any, add_config: AddConfig) -> None:
     )
     add_config(rollout)
     rollout.add_argument("verb", choices=["hold", "resume", "promote"])
+    prune = sub.add_parser(
+        "prune",
+        help="allow a prune the deletion budget holds",
+        description="Let the next reconcile of a sync delete what left git although it is more than the "
+        "sync's deletion budget (max_prune) allows, or empties the sync. Only that reconcile: a later "
+        "revision is checked against the budget again.",
+    )
+    add_config(prune)
+    prune.add_argument("--allow", action="store_true", required=True, help="allow the held prune")
+    prune.add_argument("cluster", help="cluster name")
+    prune.add_argument("sync", help="sync name")
     reload = sub.add_parser("reload", help="make the daemon re-read the inventory now (like SIGHUP)")
     add_config(reload)
 
@@ -76,4 +87,6 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
         return "POST", f"/v1/rollout/{args.verb}", None
     if args.command == "reload":
         return "POST", "/v1/reload", None
+    if args.command == "prune":
+        return "POST", "/v1/prune/allow", {"cluster": args.cluster, "sync": args.sync}
     return "POST", f"/v1/{args.command}", {"cluster": args.cluster, "sync": args.sync}

@@ -7,6 +7,8 @@ Root tasks, all in one :class:`asyncio.TaskGroup`:
 * ``control`` and ``http`` — the control socket and the HTTP server
   (`fleetd.api`); each says why and ends early if its socket cannot open;
 * ``systemd`` — readiness, status and watchdog notifications;
+* ``notify`` — `fleetd.notify.Notifications`: messages, webhooks and commit
+  statuses from the event bus;
 * ``cluster/<name>`` — one `fleetd.daemon.worker.ClusterWorker` per cluster,
   each the fault boundary of everything done for its cluster.
 
@@ -31,6 +33,7 @@ from fleetd.api import control
 from fleetd.api import http as web
 from fleetd.api.control import ControlError
 from fleetd.daemon import systemd as notify
+from fleetd.daemon.departures import Departures
 from fleetd.daemon.events import EventBus
 from fleetd.daemon.lock import LockError, StateLock
 from fleetd.daemon.reload import Reloader
@@ -41,8 +44,9 @@ from fleetd.daemon.store import StateStore, StoreError
 from fleetd.daemon.systemd import Notifier
 from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
-from fleetd.inventory import Fleet, GitRef, load_fleet
-from fleetd.render.manifests import RenderCache
+from fleetd.inventory import Cluster, Fleet, GitRef, load_fleet
+from fleetd.notify import Notifications
+from fleetd.render import RenderCache, sweep_stale_workdirs
 from fleetd.secrets.decryptor import decryptor
 from fleetd.source import Snapshot, redact
 from fleetd.util.fdlimit import raise_open_files_limit
@@ -60,6 +64,7 @@ class Daemon:
         self.revisions = Revisions(fleet.source, fleet.state_dir, state=self.state, on_new=self._new_revision)
         self.reloader = Reloader(self.state, self._apply_inventory, around=self._reloading)
         self.renders = RenderCache()
+        self.departures = Departures(self.state, self._prune_departed)
         self.decrypt = decryptor(fleet.decryption)
         self._limiter = asyncio.Semaphore(fleet.concurrency)
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
@@ -70,6 +75,7 @@ class Daemon:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._roots: list[asyncio.Task[None]] = []
         self.notifier = Notifier(None)  # silent unless serve() (the real process) says otherwise
+        self.notifications = Notifications(self.state)
 
     @classmethod
     def from_config(cls, path: Path) -> Daemon:
@@ -150,6 +156,12 @@ class Daemon:
     def resume_sync(self, cluster: str, sync: str | None) -> None:
         self._known(cluster, sync).resume(sync)
 
+    def allow_prune(self, cluster: str, sync: str) -> None:
+        """Let the next reconcile of one sync prune beyond its deletion budget."""
+        self._known(cluster, sync).allow_prune(sync)
+        self.state.operator(f"prune of {cluster}/{sync} allowed beyond its deletion budget",
+                            cluster=cluster, sync=sync)  # fmt: skip
+
     def request_reload(self) -> None:
         """Re-read the inventory now (SIGHUP, ``fleetd reload``)."""
         self.reloader.request()
@@ -210,7 +222,9 @@ class Daemon:
                 self._roots = [
                     tg.create_task(self.revisions.run(), name="source"),
                     tg.create_task(self.revisions.upkeep(), name="source-upkeep"),
+                    tg.create_task(self.departures.run(), name="departures"),
                     tg.create_task(self.reloader.run(), name="reload"),
+                    tg.create_task(self.notifications.run(), name="notify"),
                 ]
                 # These two may end early when their socket cannot be opened; they say why.
                 tg.create_task(self._control(), name="control")
@@ -293,7 +307,9 @@ class Daemon:
             self.workers.pop(name)
             self.state.forget_cluster(name)
             if new.prune_removed_clusters:
-                await self._prune_departed(old, before[name])
+                self.departures.leave(old.name, before[name], new.prune_grace)
+        for name in after:
+            self.departures.returned(name)
         changed = [
             n for n in after if n not in before or after[n] != before[n] or new.decryption != old.decryption
         ]
@@ -312,16 +328,8 @@ class Daemon:
         log.info("%s", summary)
         return summary
 
-    async def _prune_departed(self, old: Fleet, cluster: Any) -> None:
-        try:
-            async with asyncio.timeout(max((s.timeout for s in cluster.syncs), default=60)):
-                syncs = await prune_everything(
-                    fleet=old.name, cluster=cluster, state=self.state, renders=self.renders
-                )
-        except (FleetdError, TimeoutError) as exc:
-            log.error("cluster %s left the inventory but could not be pruned: %s", cluster.name, exc)  # noqa: TRY400
-            return
-        log.info("cluster %s left the inventory: pruned syncs %s", cluster.name, ", ".join(syncs) or "none")
+    async def _prune_departed(self, fleet: str, cluster: Cluster) -> list[str]:
+        return await prune_everything(fleet=fleet, cluster=cluster, state=self.state, renders=self.renders)
 
 
 class _Stopping(Exception):
@@ -352,6 +360,8 @@ async def _serve(fleet: Fleet) -> int:
     except StoreError as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message says what to do
         return 2
+    for stale in sweep_stale_workdirs():
+        log.warning("removed a kustomize work directory a killed fleetd left behind: %s", stale)
     daemon.notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from fleetd.daemon.events import Event, EventBus, EventKind, Severity
 from fleetd.daemon.rollout import Position, Rollout
 from fleetd.daemon.store import StateStore, StoreError, SyncStatus
+from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet
 from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.outcome import Result, SyncOutcome
@@ -98,6 +99,8 @@ class FleetState:
         self.statuses: dict[tuple[str, str], SyncStatus] = {}
         self.clusters: dict[str, ClusterState] = {}
         self.drifted: dict[tuple[str, str], dict[str, str]] = {}
+        #: Per (cluster, sync), what its last render warned about (not persisted: the next reconcile says).
+        self.warnings: dict[tuple[str, str], tuple[str, ...]] = {}
         self.source = SourceState()
         self.recording_error: str | None = None
         self.inventory_error: str | None = None
@@ -106,11 +109,15 @@ class FleetState:
         self.drift_events: Counter[tuple[str, str, str]] = Counter()
         self.corrections: Counter[tuple[str, str, str]] = Counter()
         self.webhooks: Counter[tuple[str, str]] = Counter()
+        #: Notification deliveries by (notification, result): sent, failed, suppressed (`fleetd.notify`).
+        self.notifications: Counter[tuple[str, str]] = Counter()
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.fetches: dict[str, Histogram] = {}
         self._suspended: dict[str, set[str]] = {}
         self._halted_at: int | None = None
         self._store_retry_at = 0.0
+        #: Cluster -> the UID of its kube-system namespace, as first seen.
+        self.identities: dict[str, str] = self._read(store.identities, {})
         statuses: list[SyncStatus] = self._read(store.statuses, [])
         self.statuses = {(s.cluster, s.sync): s for s in statuses}
         #: The revision each sync last applied successfully (kept while later attempts fail).
@@ -187,6 +194,8 @@ class FleetState:
             duration=outcome.duration, written=written,
         )  # fmt: skip
         self.statuses[(cluster, outcome.sync)] = status
+        if not vouched and outcome.result in (Result.READY, Result.HELD):
+            self.warnings[(cluster, outcome.sync)] = outcome.warnings
         if outcome.result == Result.READY:
             self.applied[(cluster, outcome.sync)] = outcome.revision
         self._write(lambda: self.store.save_status(status))
@@ -243,6 +252,27 @@ class FleetState:
                             message=error or "unreachable"))  # fmt: skip
         elif reachable and before is False:
             self.emit(Event(kind=EventKind.CLUSTER_RECOVERED, cluster=cluster, message="reachable again"))
+
+    def claim_identity(self, cluster: str, uid: str) -> None:
+        """Record that ``cluster`` is the cluster ``uid``; refuse it if another inventory cluster is.
+
+        The first cluster of the inventory to reach an API server keeps it;
+        a second cluster file pointing there is refused (`IdentityConflict`)
+        and nothing is applied or pruned through it.
+        """
+        names = {c.name for c in self.fleet.clusters}
+        holder = next(
+            (n for n, u in self.identities.items() if u == uid and n != cluster and n in names), None
+        )
+        if holder is not None:
+            raise IdentityConflict(
+                f"cluster {cluster} is the same Kubernetes cluster as {holder} (kube-system namespace uid "
+                f"{uid}): two cluster files point at one API server. Remove one of them; nothing is "
+                f"applied or pruned through {cluster} until then"
+            )
+        if self.identities.get(cluster) != uid:
+            self.identities[cluster] = uid
+            self._write(lambda: self.store.save_identity(cluster, uid))
 
     # -- drift -------------------------------------------------------------------
 
@@ -413,6 +443,10 @@ class FleetState:
         except StoreError as exc:
             self._cannot_record(str(exc))
             return default
+
+
+class IdentityConflict(FleetdError):
+    """Two inventory clusters reach the same Kubernetes cluster."""
 
 
 def _with_written(error: str | None, written: Iterable[str]) -> str | None:

@@ -47,7 +47,7 @@ JOURNAL_SIZE = 10_000
 #: writes run on the daemon's event loop.
 BUSY_TIMEOUT = 1.0
 #: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StoreError(FleetdError):
@@ -108,6 +108,12 @@ CREATE TABLE IF NOT EXISTS events (
     objects TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_cluster ON events (cluster, sync, id);
+""",
+    3: """
+CREATE TABLE IF NOT EXISTS identities (
+    cluster TEXT PRIMARY KEY,
+    uid TEXT NOT NULL
+);
 """,
 }
 
@@ -268,6 +274,15 @@ class StateStore:
             rows = db.execute(query, (*args, max(1, min(limit, JOURNAL_SIZE)))).fetchall()
         return [_event(row) for row in reversed(rows)]
 
+    def identities(self) -> dict[str, str]:
+        """Cluster name -> the UID of its kube-system namespace, as first recorded."""
+        with self._connect() as db:
+            return {str(c): str(u) for c, u in db.execute("SELECT cluster, uid FROM identities").fetchall()}
+
+    def save_identity(self, cluster: str, uid: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO identities VALUES (?, ?)", (cluster, uid))
+
     def forget_status(self, cluster: str, sync: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM sync_status WHERE cluster=? AND sync=?", (cluster, sync))
@@ -289,8 +304,9 @@ class StateStore:
             return None
         lines = [ln for ln in str(row[2]).splitlines() if ln]
         return Ledger(
-            sync=sync, revision=row[0], prune=bool(row[1]), entries=frozenset(map(Entry.decode, lines))
-        )
+            sync=sync, revision=row[0], prune=bool(row[1]), entries=frozenset(map(Entry.decode, lines)),
+            cluster=cluster,
+        )  # fmt: skip
 
     def forget_ledger(self, cluster: str, sync: str) -> None:
         with self._connect() as db:

@@ -39,7 +39,7 @@ from fleetd.kube.client import KubeError
 from fleetd.reconcile.drift import DriftTracker
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.reconciler import ClusterReconciler
-from fleetd.render.manifests import Decrypt, RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.source import Snapshot
 from fleetd.util import logs
 from fleetd.util.backoff import backoff
@@ -73,6 +73,7 @@ class ClusterWorker:
         self._wake = asyncio.Event()
         self._forced: set[str] = set()
         self._forced_now: set[str] = set()
+        self._allowed: set[str] = set()  # syncs whose next reconcile may prune over the deletion budget
         self._failures = 0
         self._retry_at = 0.0  # monotonic
         self._attempted: dict[str, float] = {}  # sync -> monotonic time of its last attempt
@@ -116,6 +117,11 @@ class ClusterWorker:
         self._state.set_suspended(self.cluster.name, sync, False)
         self.trigger(sync)
 
+    def allow_prune(self, sync: str) -> None:
+        """Let the next reconcile of ``sync`` prune beyond its deletion budget (an operator's decision)."""
+        self._allowed.add(sync)
+        self.trigger(sync)
+
     def wake(self) -> None:
         """Re-evaluate what is due (e.g. a new revision arrived)."""
         self._wake.set()
@@ -142,8 +148,13 @@ class ClusterWorker:
         return ClusterReconciler.open(
             fleet=self.fleet, cluster=self.cluster, renders=self._renders, decrypt=self._decrypt,
             local_ledger=lambda sync: self._state.ledger(self.cluster.name, sync), on_drift=self._drift,
-            requests=counters.requests, errors=counters.errors,
+            peers=self._peers, requests=counters.requests, errors=counters.errors,
+            require_encrypted=self._state.fleet.decryption.require_encrypted_secrets,
         )  # fmt: skip
+
+    def _peers(self) -> set[str]:
+        """The other clusters of the inventory in force."""
+        return {c.name for c in self._state.fleet.clusters} - {self.cluster.name}
 
     def _fault(self, exc: BaseException, *, unexpected: bool) -> None:
         """The connection ended with ``exc``: record it for the due syncs and back off."""
@@ -156,11 +167,14 @@ class ClusterWorker:
         delay = max(backoff(self._failures), getattr(exc, "retry_after", None) or 0.0)
         self._retry_at = time.monotonic() + delay
         log.warning("cluster %s: %s; retrying in %.1fs", name, detail, delay, extra={"cluster": name})
-        self._state.reachability(name, False, detail)
+        if isinstance(exc, KubeError):
+            self._state.reachability(name, False, detail)
+        else:
+            self._state.cluster(name).last_error = detail
         snapshot = self._snapshot()
         if snapshot is None:
             return
-        word = "cluster unreachable" if not unexpected else "cluster failed"
+        word = "cluster unreachable" if isinstance(exc, KubeError) else "cluster refused"
         for sync in self._due(snapshot, ignore_backoff=True):
             outcome = SyncOutcome(sync=sync.name, revision=snapshot.revision, result=Result.FAILED,
                                   error=f"{word}: {detail}")  # fmt: skip
@@ -239,8 +253,11 @@ class ClusterWorker:
             )
             return self._record(outcome, vouched=True)
         self._state.started(self.cluster.name, sync.name, snapshot.revision)
+        allow = sync.name in self._allowed
+        self._allowed.discard(sync.name)
         try:
-            outcome = await reconciler.reconcile(sync, snapshot, full=sync.name in self._forced_now)
+            full = sync.name in self._forced_now or self._sweep_due(sync)
+            outcome = await reconciler.reconcile(sync, snapshot, full=full, allow_prune=allow)
         except Exception as exc:
             log.exception("cluster %s: sync %s: internal error", self.cluster.name, sync.name)
             outcome = SyncOutcome(sync=sync.name, revision=snapshot.revision, result=Result.FAILED,
@@ -258,6 +275,11 @@ class ClusterWorker:
     def _drift(self, sync: str, ref: str, kind: str, what: str, reason: str) -> None:
         self._state.drift(self.cluster.name, sync, ref, kind, what, reason)
 
+    def _sweep_due(self, sync: Sync) -> bool:
+        """Whether the periodic full sweep (every object dry-run, watches or not) is due for ``sync``."""
+        swept = self._swept.get(sync.name)
+        return swept is None or time.monotonic() - swept >= SWEEP_EVERY * sync.interval
+
     def _vouched(self, reconciler: ClusterReconciler, sync: Sync, snapshot: Snapshot) -> bool:
         """Whether an interval reconcile can be skipped: same revision, watches vouch, full sweep recent.
 
@@ -266,34 +288,34 @@ class ClusterWorker:
         reconcile runs anyway, as the backstop behind the watches.
         """
         status = self._state.status(self.cluster.name, sync.name)
-        swept = self._swept.get(sync.name)
         return (
             sync.name not in self._forced_now
             and status is not None
             and status.result == Result.READY
             and status.revision == snapshot.revision
-            and swept is not None
-            and time.monotonic() - swept < SWEEP_EVERY * sync.interval
+            and not self._sweep_due(sync)
             and reconciler.drift.vouches_for(sync.name)
         )
 
     async def _verify_ledgers(self, reconciler: ClusterReconciler) -> None:
-        """On every new connection, distrust remembered statuses the cluster itself does not confirm.
+        """On every new connection: make sure of the cluster's identity, then reconcile everything at once.
 
-        A sync recorded as ready whose ledger is missing in the spoke, or names
-        another revision (a rebuilt cluster, another hub), is reconciled now
-        instead of at its next interval.
+        The cluster must not be one another inventory cluster already reaches
+        (its ``kube-system`` namespace's UID tells). Then every sync that has a
+        status is reconciled now, not at its next interval: that checks each
+        object by dry run (drift while fleetd was away is corrected) and starts
+        the watches, so drift right after a restart is corrected in seconds.
         """
+        uid = await reconciler.identity()
+        self._state.claim_identity(self.cluster.name, uid)
         ledgers = {ledger.sync: ledger for ledger in await reconciler.ledgers.read_all()}
-        self._orphans = set(ledgers) - {s.name for s in self.cluster.syncs}
+        assigned = {s.name for s in self.cluster.syncs}
+        self._orphans = {
+            name for name, ledger in ledgers.items()
+            if name not in assigned and ledger.cluster in ("", self.cluster.name)
+        }  # fmt: skip
         for sync in self.cluster.syncs:
-            status = self._state.status(self.cluster.name, sync.name)
-            ledger = ledgers.get(sync.name)
-            if (
-                status is not None
-                and status.result == Result.READY
-                and (ledger is None or ledger.revision != status.revision)
-            ):
+            if self._state.status(self.cluster.name, sync.name) is not None:
                 self._forced.add(sync.name)
 
     # -- scheduling ------------------------------------------------------------

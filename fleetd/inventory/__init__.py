@@ -8,7 +8,8 @@ whole and keeps the last good one when a load fails.
 
 Inside: `loader` (files and sections), `syncs` (sync tables), `fields`
 (typed reads that record problems), `syntax` (string checks),
-`consistency` (checks across syncs and files), `locate` (key -> line).
+`consistency` (checks across syncs and files), `locate` (key -> line),
+`notifications` (``[[notifications]]``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from fleetd.inventory.model import (
     Sync,
     SyncDefaults,
     Webhooks,
+    WebSettings,
 )
+from fleetd.inventory.notifications import Notification, TargetKind
 
 __all__ = [
     "Cluster",
@@ -41,11 +44,14 @@ __all__ = [
     "GitSource",
     "IgnoreRule",
     "InventoryError",
+    "Notification",
     "Problem",
     "PruneBudget",
     "RefKind",
     "Sync",
     "SyncDefaults",
+    "TargetKind",
+    "WebSettings",
     "Webhooks",
     "load_fleet",
 ]

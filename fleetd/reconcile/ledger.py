@@ -47,6 +47,8 @@ class Ledger:
     revision: str
     prune: bool
     entries: frozenset[Entry]
+    cluster: str = ""
+    """The inventory cluster that wrote it ("" in ledgers from before fleetd recorded it)."""
 
     def to_configmap(self, fleet: str) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Ledger:
                 "entries": "\n".join(sorted(e.encode() for e in self.entries)),
                 "revision": self.revision,
                 "prune": "true" if self.prune else "false",
+                "cluster": self.cluster,
             },
         }
 
@@ -91,11 +94,13 @@ class Ledger:
         prune = data.get("prune", "true")
         if prune not in ("true", "false"):
             raise LedgerError(f"{where}: prune is {str(prune)[:20]!r}, not true or false: {fix}")
+        writer = data.get("cluster", "")
         return cls(
             sync=sync,
             revision=str(data.get("revision", "")),
             prune=prune == "true",
             entries=frozenset(entries),
+            cluster=writer if isinstance(writer, str) else "",
         )
 
 

@@ -34,15 +34,16 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Sync
 from fleetd.kube.client import KubeClient, connect
 from fleetd.kube.discovery import Discovery
-from fleetd.kube.objects import Entry, ObjRef, split_api_version
+from fleetd.kube.objects import Entry, ObjRef, ref_of, split_api_version
 from fleetd.reconcile.apply import Applier, ApplyFailed, Change, Desired
 from fleetd.reconcile.desired import health_targets, hpa_targets, keep_live_paths, owned
 from fleetd.reconcile.drift import DriftObserver, DriftTracker, Managed, managed_from
@@ -51,7 +52,8 @@ from fleetd.reconcile.ledger import Ledger, LedgerStore
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.plan import ChangeSet, Planner
 from fleetd.reconcile.prune import Candidate, Pruned, candidates, prune
-from fleetd.render.manifests import Decrypt, RenderCache
+from fleetd.reconcile.safety import check_ledger_owner, check_reserved, check_unique, over_budget
+from fleetd.render import Decrypt, RenderCache, RenderResult, plaintext_warning
 from fleetd.source import Snapshot
 from fleetd.util import logs
 
@@ -105,8 +107,14 @@ class ClusterReconciler:
         decrypt: Decrypt | None = None,
         local_ledger: LocalLedger | None = None,
         on_drift: DriftObserver | None = None,
+        peers: Callable[[], Collection[str]] = frozenset,
+        require_encrypted: bool = False,
     ) -> None:
         self.fleet, self.cluster, self.client = fleet, cluster, client
+        self._peers = peers
+        self.require_encrypted = require_encrypted
+        #: Per sync, what its last render warned about (plaintext Secrets in git).
+        self.warnings: dict[str, tuple[str, ...]] = {}
         self.renders, self.decrypt = renders, decrypt
         self._local_ledger = local_ledger or (lambda sync: None)
         self.discovery = Discovery(client)
@@ -130,6 +138,8 @@ class ClusterReconciler:
         decrypt: Decrypt | None = None,
         local_ledger: LocalLedger | None = None,
         on_drift: DriftObserver | None = None,
+        peers: Callable[[], Collection[str]] = frozenset,
+        require_encrypted: bool = False,
         requests: Counter[str] | None = None,
         errors: Counter[str] | None = None,
     ) -> AsyncIterator[ClusterReconciler]:
@@ -143,7 +153,8 @@ class ClusterReconciler:
             async with asyncio.TaskGroup() as tasks:
                 reconciler = cls(
                     fleet=fleet, cluster=cluster, client=client, renders=renders, decrypt=decrypt,
-                    local_ledger=local_ledger, on_drift=on_drift,
+                    local_ledger=local_ledger, on_drift=on_drift, peers=peers,
+                    require_encrypted=require_encrypted,
                 )  # fmt: skip
                 reconciler.drift.start(tasks)
                 try:
@@ -159,20 +170,21 @@ class ClusterReconciler:
 
     # -- reconcile -------------------------------------------------------------
 
-    async def reconcile(self, sync: Sync, snapshot: Snapshot, *, full: bool = False) -> SyncOutcome:
+    async def reconcile(
+        self, sync: Sync, snapshot: Snapshot, *, full: bool = False, allow_prune: bool = False
+    ) -> SyncOutcome:
         """Run one reconcile of ``sync`` within its timeout and return how it ended.
 
         fleetd's own errors and unexpected ones alike become a failed outcome
-        naming the stage; only an unreachable cluster (`KubeError` that is
-        temporary and not about one object) propagates, so the caller
-        reconnects. ``full``: dry-run every object even where the watches vouch.
+        naming the stage. ``full``: dry-run every object even where the watches
+        vouch. ``allow_prune``: an operator allowed a prune over the deletion budget.
         """
         with logs.bound(sync=sync.name, revision=snapshot.revision):
-            return await self._bounded(sync, snapshot, full)
+            return await self._bounded(sync, snapshot, full, allow_prune)
 
-    async def _bounded(self, sync: Sync, snapshot: Snapshot, full: bool) -> SyncOutcome:
+    async def _bounded(self, sync: Sync, snapshot: Snapshot, full: bool, allow_prune: bool) -> SyncOutcome:
         started = time.monotonic()
-        progress = _Progress()
+        progress = _Progress(allow_prune=allow_prune)
         try:
             async with self.lock, asyncio.timeout(sync.timeout):
                 return await self._reconcile(sync, snapshot, full, started, progress)
@@ -194,7 +206,12 @@ class ClusterReconciler:
         progress.stage = "render"
         with stage("rendering"):
             desired = await self.desired(sync, snapshot)
+            check_reserved(desired)
+            check_unique(sync.name, (d.ref for d in desired), await self._others(sync, snapshot))
+        progress.stage = "ledger"
+        with stage("reading the ledger"):
             previous = await self.ledgers.read(sync.name) or self._local_ledger(sync.name)
+            check_ledger_owner(previous, self.cluster.name, self._peers())
         old = previous.entries if previous else frozenset()
         known = {} if full else self.drift.known_good(sync.name)
         unchanged = [known[d.ref] for d in desired if _same(d, known.get(d.ref))]
@@ -214,12 +231,15 @@ class ClusterReconciler:
         current = frozenset(Entry(c.ref, c.version) for c in changes) | {
             Entry(m.desired.ref, m.resource.version) for m in unchanged
         }
-        pruned = await self._prune_stale(sync, old, current, progress)
+        held = over_budget(
+            self.cluster.name, sync, _stale(old, current), old, len(desired), snapshot.revision
+        )
+        held = None if progress.allow_prune or not sync.prune else held
+        pruned = [] if held else await self._prune_stale(sync, old, current, progress)
         progress.stage = "ledger"
         with stage("narrowing the ledger"):
-            ledger = await self._record(
-                sync, snapshot.revision, current if sync.prune else current | (old - current)
-            )
+            keep = current if sync.prune and not held else current | _stale(old, current)
+            ledger = await self._record(sync, snapshot.revision, keep)
         with stage("registering drift watches"):
             sources = {d.origin: d.obj for d in desired}
             self.drift.register(
@@ -236,10 +256,13 @@ class ClusterReconciler:
             "cluster %s: sync %s ready at %s: %d objects, %d changed (%d checked by dry run), %d pruned",
             self.cluster.name, sync.name, snapshot.revision[:12], len(desired), changed, len(fresh), deleted,
         )  # fmt: skip
+        if held:
+            log.warning("cluster %s: sync %s: %s", self.cluster.name, sync.name, held)
         return SyncOutcome(
-            sync=sync.name, revision=snapshot.revision, result=Result.READY, objects=len(desired),
-            changed=changed, pruned=deleted, duration=time.monotonic() - started, ledger=ledger,
-            swept=not unchanged, refs=_touched(changes, pruned),
+            sync=sync.name, revision=snapshot.revision, result=Result.HELD if held else Result.READY,
+            objects=len(desired), changed=changed, pruned=deleted, duration=time.monotonic() - started,
+            ledger=ledger, swept=not unchanged, error=held, warnings=self.warnings.get(sync.name, ()),
+            refs=tuple(str(e.ref) for e in _stale(old, current)) if held else _touched(changes, pruned),
         )  # fmt: skip
 
     async def _prune_stale(
@@ -277,31 +300,59 @@ class ClusterReconciler:
         )  # fmt: skip
 
     async def _record(self, sync: Sync, revision: str, entries: frozenset[Entry]) -> Ledger:
-        ledger = Ledger(sync=sync.name, revision=revision, prune=sync.prune, entries=entries)
+        ledger = Ledger(
+            sync=sync.name, revision=revision, prune=sync.prune, entries=entries, cluster=self.cluster.name
+        )
         await self.ledgers.write(ledger)
         return ledger
+
+    async def _others(self, sync: Sync, snapshot: Snapshot) -> dict[str, set[ObjRef]]:
+        """What the cluster's other syncs render at ``snapshot`` (shared renders; failures skipped)."""
+        others: dict[str, set[ObjRef]] = {}
+        for other in self.cluster.syncs:
+            if other.name == sync.name or other.suspend:
+                continue
+            try:
+                rendered = await self._render(other, snapshot)
+            except FleetdError:
+                continue  # that sync fails on its own, naming the problem
+            others[other.name] = {self._identity(r.obj) for r in rendered.objects}
+        return others
+
+    def _identity(self, obj: dict[str, Any]) -> ObjRef:
+        """The object's identity as the server will see it (namespaced objects default to ``default``)."""
+        ref = ref_of(obj)
+        resource = self.discovery.known(str(obj.get("apiVersion", "")), ref.kind)
+        if ref.namespace or resource is None or not resource.namespaced:
+            return ref
+        return ObjRef(ref.group, ref.kind, "default", ref.name)
 
     # -- what the applier gets -------------------------------------------------------
 
     async def desired(self, sync: Sync, snapshot: Snapshot) -> list[Desired]:
         """The shared render of ``sync``, with ownership labels and keep-live paths for this cluster."""
+        await self.discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
+        rendered = await self._render(sync, snapshot)
+        self.warnings[sync.name] = tuple(plaintext_warning(r) for r in rendered.plaintext_secrets)
+        objs = [owned(r.obj, self.fleet, sync.name) for r in rendered.objects]
+        kept = keep_live_paths(sync, objs, await hpa_targets(self.client, objs))
+        return [
+            Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj), sensitive=r.from_sops)
+            for obj, r in zip(objs, rendered.objects, strict=True)
+        ]
+
+    async def _render(self, sync: Sync, snapshot: Snapshot) -> RenderResult:
         discovery = self.discovery
-        await discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
 
         def cluster_scoped(api_version: str, kind: str) -> bool:
             resource = discovery.known(api_version, kind)
             return resource is not None and not resource.namespaced
 
-        rendered = await self.renders.get(
+        return await self.renders.get(
             snapshot.root, snapshot.revision, sync.path, self.cluster.variables, sync.namespace,
             cluster_scoped=cluster_scoped, decrypt=self.decrypt,
+            require_encrypted_secrets=self.require_encrypted,
         )  # fmt: skip
-        objs = [owned(r.obj, self.fleet, sync.name) for r in rendered.objects]
-        kept = keep_live_paths(sync, objs, await hpa_targets(self.client, objs))
-        return [
-            Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj))
-            for obj, r in zip(objs, rendered.objects, strict=True)
-        ]
 
     # -- read-only planning (fleetd diff) ---------------------------------------------
 
@@ -319,6 +370,14 @@ class ClusterReconciler:
             )
         return SyncPlan(desired=desired, changes=changes, prunable=prunable)
 
+    async def identity(self) -> str:
+        """The cluster's identity: its ``kube-system`` namespace's UID (the same through any kubeconfig)."""
+        namespace = await self.client.request("GET", "/api/v1/namespaces/kube-system")
+        uid = ((namespace or {}).get("metadata") or {}).get("uid") if isinstance(namespace, dict) else None
+        if not isinstance(uid, str) or not uid:
+            raise FleetdError(f"cluster {self.cluster.name}: the kube-system namespace has no uid")
+        return uid
+
     # -- syncs that left this cluster -------------------------------------------------
 
     async def prune_removed_syncs(self, keep: set[str] | None = None) -> list[str]:
@@ -332,6 +391,10 @@ class ClusterReconciler:
         async with self.lock:
             for ledger in await self.ledgers.read_all():
                 if ledger.sync in assigned:
+                    continue
+                if ledger.cluster and ledger.cluster != self.cluster.name and ledger.cluster in self._peers():
+                    log.warning("cluster %s: ledger of sync %s belongs to cluster %s; left alone",
+                                self.cluster.name, ledger.sync, ledger.cluster)  # fmt: skip
                     continue
                 if ledger.prune:
                     pruned = await prune(
@@ -352,6 +415,7 @@ class _Progress:
 
     stage: str = "render"
     written: list[str] = field(default_factory=list)
+    allow_prune: bool = False
 
 
 def _touched(changes: list[Change], pruned: list[Pruned]) -> tuple[str, ...]:

@@ -88,6 +88,22 @@ def test_a_non_admin_kubeconfig_lists_the_missing_permissions(spokes: list[Spoke
     assert f"{spokes[1].name}" in result.stdout
 
 
+def test_two_cluster_files_on_one_api_server_are_a_problem_naming_both(
+    spokes: list[Spoke], tmp_path: Path
+) -> None:
+    twin = tmp_path / "twin.kubeconfig"
+    twin.write_text(spokes[0].kubeconfig.read_text())
+    config = _inventory(
+        tmp_path, {"aaa": spokes[0].kubeconfig, "zzz": twin, spokes[1].name: spokes[1].kubeconfig}
+    )
+    result = _check(config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [ln for ln in result.stdout.splitlines() if ln.startswith(("aaa:", "zzz:"))]
+    assert len(errors) == 1, result.stdout
+    assert "the same Kubernetes cluster as" in errors[0]
+    assert "remove one" in errors[0]
+
+
 def test_a_missing_kubeconfig_is_named(spokes: list[Spoke], tmp_path: Path) -> None:
     config = _inventory(
         tmp_path, {"ghost": tmp_path / "nope.kubeconfig", spokes[0].name: spokes[0].kubeconfig}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -159,7 +160,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def test_a_removed_cluster_is_pruned_when_the_fleet_asks_for_it(
+async def test_a_removed_cluster_is_pruned_after_its_grace_period_and_a_returning_file_cancels_it(
     spokes: list[Spoke], tmp_path: Path
 ) -> None:
     ns = unique("leaving")
@@ -170,19 +171,33 @@ async def test_a_removed_cluster_is_pruned_when_the_fleet_asks_for_it(
     staying, leaving = spokes[0], spokes[2]
     clusters = {s.name: s.kubeconfig for s in (staying, leaving)}
     config = write_fleet(tmp_path, repo=repo.path, clusters=clusters, syncs=[{"name": "k", "path": "k"}])
-    config.write_text(config.read_text().replace("[fleet]\n", "[fleet]\nprune_removed_clusters = true\n", 1))
+    grace = 2.0
+    settings = f'[fleet]\nprune_removed_clusters = true\nprune_grace = "{grace:g}s"\n'
+    config.write_text(config.read_text().replace("[fleet]\n", settings, 1))
+    cluster_file = config.parent / f"{leaving.name}.toml"
+    text = cluster_file.read_text()
 
     async def present(spoke: Spoke) -> bool:
         return await get(spoke, f"/api/v1/namespaces/{ns}/configmaps/cm") is not None
 
     async with running(config) as daemon:
         await eventually(lambda: present(leaving), "applied to the cluster that will leave")
-        (config.parent / f"{leaving.name}.toml").unlink()
+        cluster_file.unlink()  # an editor saving by rename: gone for a moment, then back
+        assert await daemon.reload()
+        assert daemon.departures.pending == [leaving.name]
+        cluster_file.write_text(text)
+        assert await daemon.reload()
+        assert daemon.departures.pending == []
+        await asyncio.sleep(grace + 1)  # the grace period passes: nothing may happen
+        assert await present(leaving)
+
+        cluster_file.unlink()
+        assert await daemon.reload()
 
         async def gone() -> bool:
             return leaving.name not in daemon.workers and not await present(leaving)
 
-        await eventually(gone, "the departed cluster's objects pruned")
+        await eventually(gone, "the departed cluster's objects pruned after the grace period")
         ledger = await get(leaving, f"/api/v1/namespaces/fleetd-system/configmaps/{daemon.fleet.name}.k")
         assert ledger is None
         assert await present(staying)
