@@ -57,8 +57,9 @@ from fleetd.kube.credentials import ExecSpec, PluginFailed, RefreshingToken, run
 from fleetd.kube.kubeconfig import Unusable, read_regular, resolve
 
 DEFAULT_TIMEOUT = 30.0
-#: A watch that receives nothing (not even a bookmark) for this long is ended as unreachable.
-WATCH_IDLE_TIMEOUT = 150.0
+#: A watch that receives nothing (not even a bookmark: a live API server sends one every minute)
+#: for this long is ended as unreachable.
+WATCH_IDLE_TIMEOUT = 90.0
 #: Seconds kubernetes-asyncio may take to build a client from a resolved kubeconfig.
 LOAD_TIMEOUT = 30.0
 
@@ -258,17 +259,18 @@ class KubeClient:
             self.errors["other"] += 1
 
     async def watch(
-        self, path: str, *, query: Sequence[tuple[str, str]], timeout: float
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, path: str, *, query: Sequence[tuple[str, str]], timeout: float,
+        idle_timeout: float = WATCH_IDLE_TIMEOUT,
+    ) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
         """Stream the events of one watch request (``watch=1`` is added) until the server ends it.
 
         Yields decoded event objects (``{"type": ..., "object": ...}``). An
         ``ERROR`` event with code 410 raises :class:`Gone`; other failures
-        raise like :meth:`request`.
+        raise like :meth:`request`, and so does a server silent for ``idle_timeout`` seconds.
         """
         params = [*query, ("watch", "1")]
         self.requests["WATCH"] += 1
-        deadline = aiohttp.ClientTimeout(total=timeout, sock_read=WATCH_IDLE_TIMEOUT)
+        deadline = aiohttp.ClientTimeout(total=timeout, sock_read=idle_timeout)
         try:
             resp = await self._api.call_api(
                 path, "GET", query_params=params, header_params={"Accept": "application/json"},
