@@ -16,7 +16,8 @@ bounded to the newest `JOURNAL_SIZE` events.
 Failure is contained: every SQLite or file-system error is raised as
 `StoreError`, which the fleet state turns into "cannot record" (an event
 and a failing ``/readyz``) while reconciling goes on. A database that is
-not a database (corrupt, truncated, overwritten) is moved aside at open as
+not a database (corrupt, truncated, overwritten — or a directory, or a file
+fleetd's user cannot read and write) is moved aside at open as
 ``fleetd.db.corrupt-<time>`` and a fresh one is created: everything in it
 is rebuilt from the spokes' ledgers and the next reconciles. The schema
 carries a version (``PRAGMA user_version``) and is migrated forward at open.
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -157,7 +160,8 @@ class StateStore:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._open()
         except sqlite3.DatabaseError as exc:
-            if not recover or (isinstance(exc, sqlite3.OperationalError) and not _corrupt(exc)):
+            unusable = _corrupt(exc) or _not_our_file(self.path)  # garbage, or a directory, or unreadable
+            if not recover or (isinstance(exc, sqlite3.OperationalError) and not unusable):
                 raise StoreError(_describe(self.path, exc)) from exc
             self._move_aside(exc)
             try:
@@ -191,7 +195,7 @@ class StateStore:
         )  # fmt: skip
         for suffix in ("", "-wal", "-shm"):
             source = Path(f"{self.path}{suffix}")
-            if source.exists():
+            if source.is_symlink() or source.exists():
                 source.replace(Path(f"{aside}{suffix}"))
 
     @contextmanager
@@ -363,7 +367,16 @@ def _event(row: tuple[object, ...]) -> Event:
     )  # fmt: skip
 
 
-def _corrupt(exc: sqlite3.OperationalError) -> bool:
+def _not_our_file(path: Path) -> bool:
+    """The database path exists but is not a regular file this process may read and write."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return not stat.S_ISREG(info.st_mode) or not os.access(path, os.R_OK | os.W_OK)
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
     text = str(exc).lower()
     return "malformed" in text or "not a database" in text or "disk image" in text
 
