@@ -236,7 +236,7 @@ async def test_the_daemon_as_an_unprivileged_user_with_umask_0077_converges_and_
 async def test_a_clock_jumped_back_an_hour_and_forward_two_keeps_interval_reconciles_and_fetches_on_time(
     spokes: list[Spoke], tmp_path: Path, namespace: str
 ) -> None:
-    if not LIBFAKETIME.exists():  # noqa: ASYNC240 - one stat before anything runs
+    if not LIBFAKETIME.exists():
         pytest.fail(f"{LIBFAKETIME} is missing: apt-get install faketime (make system-deps)")
     config, repo = one_spoke_fleet(tmp_path, spokes[0], namespace, interval="2s")
     config.write_text(config.read_text().replace('interval = "1h"', 'interval = "2s"'))  # the source's
