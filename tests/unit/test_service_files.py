@@ -1,4 +1,4 @@
-"""The systemd unit and the launchd plist say what the daemon's code relies on.
+"""The systemd unit, the launchd plist and the installers say what the daemon's code relies on.
 
 The unit is read as systemd reads it — sections of ``Key=value`` lines where a
 key may repeat — and checked against the daemon's own constants (its stop
@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from fleetd.api.http import MAX_CONNECTIONS
 from fleetd.daemon.root import SHUTDOWN_TIMEOUT
 
 pytestmark = pytest.mark.timeout(60)
 
-SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMD = REPO / "systemd"
 UNIT = SYSTEMD / "fleetd.service"
 PLIST = SYSTEMD / "com.fleetd.daemon.plist"
 INSTALLED_FLEETD = "/opt/fleetd/venv/bin/fleetd"
@@ -241,3 +243,71 @@ def test_both_service_files_run_the_same_command(
     launchd_args = plist["ProgramArguments"][1:]
     assert systemd_args[:-1] == launchd_args[:-1]
     assert Path(systemd_args[-1]).name == Path(launchd_args[-1]).name
+
+
+# -- what the daemon's own user needs: open files, a private writable state, readable configuration -----
+
+
+def test_the_unit_documents_its_open_file_limit_and_leaves_the_http_cap_whole(
+    unit: dict[str, list[tuple[str, str]]],
+) -> None:
+    limit = int(value(unit, "Service", "LimitNOFILE"))
+    assert limit // 4 >= MAX_CONNECTIONS  # connection_limit(): a quarter of the limit, at most the cap
+    text = UNIT.read_text()
+    comment = text[: text.index("LimitNOFILE=")].rsplit("\n\n", 1)[-1]
+    assert "Open files" in comment
+    assert "HTTP server" in comment
+
+
+def test_launchd_gives_fleetd_enough_open_files_for_its_whole_http_cap(plist: dict[str, Any]) -> None:
+    assert plist["SoftResourceLimits"]["NumberOfFiles"] // 4 >= MAX_CONNECTIONS
+
+
+def _install_lines(text: str) -> list[list[str]]:
+    """``install -d`` commands in a shell text, as argument lists (``sudo`` dropped, variables kept)."""
+    found = []
+    for line in text.splitlines():
+        words = line.strip().split()
+        if words[:1] == ["sudo"]:
+            words = words[1:]
+        if words[:2] == ["install", "-d"]:
+            found.append(words)
+    return found
+
+
+def _directory(lines: list[list[str]], path: str) -> dict[str, str]:
+    """Owner, group and mode an ``install -d`` line gives ``path``."""
+    for words in lines:
+        if path in words:
+            return {flag: words[words.index(flag) + 1] for flag in ("-o", "-g", "-m") if flag in words}
+    raise AssertionError(f"no install -d creates {path}")
+
+
+def test_the_arm64_installer_gives_the_units_user_a_private_state_directory_and_its_configuration(
+    unit: dict[str, list[tuple[str, str]]],
+) -> None:
+    installer = (REPO / "arm64" / "install.sh").read_text()
+    user, group = value(unit, "Service", "User"), value(unit, "Service", "Group")
+    assert re.search(rf"useradd .*--home-dir \"\$STATE\" .* {user}\b", installer)
+    lines = _install_lines(installer)
+    state = _directory(lines, '"$STATE"')
+    assert state == {"-o": user, "-g": group, "-m": value(unit, "Service", "StateDirectoryMode")}
+    etc = _directory(lines, '"$ETC"')
+    assert etc["-g"] == group
+    assert int(etc["-m"], 8) & 0o050 == 0o050  # the group may list and read it
+    assert int(etc["-m"], 8) & 0o007 == 0  # nobody else may
+    assert "umask 022" in installer  # the venv it creates is readable by the unit's user
+
+
+def test_the_macos_install_steps_give_launchds_user_its_state_and_configuration(
+    plist: dict[str, Any],
+) -> None:
+    readme = (SYSTEMD / "README.md").read_text()
+    macos = readme[readme.index("## macOS: launchd") :]
+    lines = _install_lines(macos)
+    state = plist["WorkingDirectory"]
+    assert plist["EnvironmentVariables"]["HOME"] == state
+    config_dir = str(Path(plist["ProgramArguments"][-1]).parent)
+    for path in (state, config_dir):
+        assert _directory(lines, path) == {"-o": plist["UserName"], "-g": plist["GroupName"], "-m": "0700"}
+    assert f"NFSHomeDirectory {state}" in macos
