@@ -17,7 +17,8 @@
 #      in the table) and a local copy of examples/fleet-repo;
 #   4. a subset of the unit tests (pytest from arm64/check-requirements.txt);
 #   5. with --install: install.sh itself, as root in a chroot of a copy of the root
-#      (venv, offline pip install, user, directories, unit), then the installed fleetd.
+#      (venv, offline pip install, user, directories, unit), then the installed fleetd,
+#      and `fleetd run` as user fleetd with umask 077 until it has fetched into /var/lib/fleetd.
 #
 # The arm64 root, the test wheels and the unpacked wheels are cached in ${FLEETD_ARM64_CACHE:-~/.cache/fleetd-arm64},
 # keyed by a hash of what they are made of. Needs root the first time (apt-get
@@ -390,6 +391,37 @@ if [ "$install_test" = 1 ]; then
       || die "install.sh did not install systemd/fleetd.service as /etc/systemd/system/fleetd.service"
   fi
   echo "check.sh: installed: $out, user fleetd, /etc/fleetd $perms"
+  end
+
+  begin "the installed fleetd as user fleetd (emulated)"
+  # As the unit runs it: user fleetd, UMask=0077, the inventory in /etc/fleetd as the
+  # installer's next steps say (group fleetd, 0640), a fresh /var/lib/fleetd. The daemon
+  # must read its configuration and fetch into its state directory (a mirror created
+  # with the wrong modes would fail every fetch, for ever).
+  git clone -q --bare "$work/fleet-repo" "$iroot/etc/fleetd/fleet-repo.git" || die "cloning the scratch repository"
+  port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf '[fleet]\nname = "arm64"\nstate_dir = "/var/lib/fleetd"\nlisten = "127.0.0.1:%s"\n\n[source]\nurl = "%s"\nbranch = "main"\n' \
+    "$port" /etc/fleetd/fleet-repo.git >"$iroot/etc/fleetd/fleetd.toml"
+  inchroot chgrp fleetd /etc/fleetd/fleetd.toml && inchroot chmod 640 /etc/fleetd/fleetd.toml \
+    && inchroot chown -R fleetd:fleetd /etc/fleetd/fleet-repo.git || die "installing the inventory as the README says"
+  head=$(git -C "$work/fleet-repo" rev-parse HEAD)
+  inchroot setpriv --reuid=fleetd --regid=fleetd --init-groups /usr/bin/env HOME=/var/lib/fleetd /bin/sh -c \
+    'umask 077; exec timeout -s TERM 90 /usr/local/bin/fleetd run --config /etc/fleetd/fleetd.toml' \
+    >"$work/fleetd-run.log" 2>&1 &
+  runner=$!
+  for _ in $(seq 1 90); do
+    [ -d "$iroot/var/lib/fleetd/snapshots/$head" ] && break
+    kill -0 "$runner" 2>/dev/null || break
+    sleep 1
+  done
+  kill -TERM "$runner" 2>/dev/null; wait "$runner" || true
+  [ -d "$iroot/var/lib/fleetd/snapshots/$head" ] \
+    || die "fleetd as user fleetd did not fetch $head into /var/lib/fleetd (log: $(tail -5 "$work/fleetd-run.log"))"
+  grep -q "Permission denied" "$work/fleetd-run.log" && die "fleetd as user fleetd: $(grep -m1 'Permission denied' "$work/fleetd-run.log")"
+  modes=$(inchroot stat -c '%U %a %n' /var/lib/fleetd /var/lib/fleetd/git /var/lib/fleetd/snapshots /var/lib/fleetd/fleetd.db)
+  echo "$modes" | awk '$1 != "fleetd" || ($2 != "700" && $2 != "600") { bad = 1 } END { exit bad }' \
+    || die "the state directory as fleetd left it is not private: $modes"
+  echo "check.sh: fleetd ran as fleetd and fetched $head; $(echo "$modes" | tr '\n' ';')"
   end
 fi
 
