@@ -11,9 +11,16 @@ from tests.integration.fleet import write_fleet
 
 
 def fleet_state(
-    tmp_path: Path, clusters: tuple[str, ...] = ("a", "b"), syncs: tuple[str, ...] = ("s", "t")
+    tmp_path: Path,
+    clusters: tuple[str, ...] = ("a", "b"),
+    syncs: tuple[str, ...] = ("s", "t"),
+    *,
+    replica: str | None = None,
 ) -> FleetState:
-    """A fleet state over a real inventory (clusters by syncs) and a real store."""
+    """A fleet state over a real inventory (clusters by syncs) and a real store.
+
+    ``replica``: the fleet is sharded (``[fleet.sharding]``) and this is the replica's identity.
+    """
     kubeconfigs = {}
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name in clusters:
@@ -24,6 +31,11 @@ def fleet_state(
         tmp_path, repo=tmp_path / "repo", clusters=kubeconfigs,
         syncs=[{"name": s, "path": "apps"} for s in syncs],
     )  # fmt: skip
+    if replica is not None:
+        management = tmp_path / "management.kubeconfig"
+        management.write_text("apiVersion: v1\nkind: Config\n")
+        with config.open("a") as toml:
+            toml.write(f'\n[fleet.sharding]\nkubeconfig = "{management}"\nidentity = "{replica}"\n')
     fleet = load_fleet(config)
     return FleetState(fleet, StateStore(fleet.state_dir))
 

@@ -7,13 +7,17 @@ Root tasks, all in one :class:`asyncio.TaskGroup`:
 * ``control`` and ``http`` — the control socket and the HTTP server
   (`fleetd.api`); each says why and ends early if its socket cannot open;
 * ``systemd`` — readiness, status and watchdog notifications;
-* ``cluster/<name>`` — one `fleetd.daemon.worker.ClusterWorker` per cluster,
-  each the fault boundary of everything done for its cluster.
+* ``shard`` — with ``[fleet.sharding]`` only: the `fleetd.shard.Coordinator`,
+  which decides which clusters this replica serves and guards every write;
+* ``cluster/<name>`` — one `fleetd.daemon.worker.ClusterWorker` per cluster
+  (per cluster this replica owns, when replicas share the fleet), each the
+  fault boundary of everything done for its cluster.
 
 Every part reports to the one `FleetState`; every surface reads it.
 
 Shutdown is staged: SIGTERM or SIGINT sets the stop flag; the task group is
 cancelled, which interrupts in-flight requests; connections are closed.
+A sharded replica then releases its Leases, so the others take over at once.
 The whole stop takes at most :data:`SHUTDOWN_TIMEOUT` seconds — the systemd
 unit's ``TimeoutStopSec`` is set above it. A git fetch runs in a worker
 thread that cannot be interrupted; it is abandoned, not waited for.
@@ -42,8 +46,10 @@ from fleetd.daemon.systemd import Notifier
 from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Cluster, Fleet, GitRef, load_fleet
+from fleetd.reconcile.guard import Guard, unguarded
 from fleetd.render.manifests import RenderCache
 from fleetd.secrets.decryptor import decryptor
+from fleetd.shard import Coordinator
 from fleetd.source import Snapshot, redact
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ class Daemon:
         self.departures = Departures(self.state, self._prune_departed)
         self.decrypt = decryptor(fleet.decryption)
         self._limiter = asyncio.Semaphore(fleet.concurrency)
+        self.shard = self._coordinator()
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
         self.http_ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -87,8 +94,21 @@ class Daemon:
         return ClusterWorker(
             fleet=self.fleet.name, cluster=self.fleet.cluster(name), state=self.state, renders=self.renders,
             limiter=self._limiter, snapshot=lambda: self._snapshot_for(name), decrypt=self.decrypt,
-            on_change=self._advance,
+            on_change=self._advance, guard=self._guard(name),
         )  # fmt: skip
+
+    def _coordinator(self) -> Coordinator | None:
+        """With ``[fleet.sharding]``: the part of this replica that decides which clusters it serves."""
+        sharding, shard = self.fleet.sharding, self.state.shard
+        if sharding is None or shard is None:
+            return None
+        return Coordinator(
+            sharding, fleet=self.fleet.name, clusters=lambda: self.fleet.clusters, start=self._gain,
+            stop=self._stop_worker, record=self.state, requests=shard.requests,
+        )  # fmt: skip
+
+    def _guard(self, cluster: str) -> Guard:
+        return self.shard.guard(cluster) if self.shard is not None else unguarded
 
     def _snapshot_for(self, cluster: str) -> Snapshot | None:
         """The snapshot the cluster's rollout wave may apply now."""
@@ -166,6 +186,12 @@ class Daemon:
             raise ControlError(
                 f"no cluster {cluster!r} in the inventory (known: {', '.join(self.workers) or 'none'})"
             )
+        if self.shard is not None and not self.shard.owns(cluster):
+            holder = self.shard.view.holders().get(cluster)
+            raise ControlError(
+                f"cluster {cluster} is served by {f'replica {holder}' if holder else 'no replica yet'}, "
+                f"not by {self.shard.identity}: ask that replica"
+            )
         if sync is not None and sync not in {s.name for s in worker.cluster.syncs}:
             names = ", ".join(s.name for s in worker.cluster.syncs) or "none"
             raise ControlError(f"cluster {cluster} has no sync {sync!r} (its syncs: {names})")
@@ -211,6 +237,14 @@ class Daemon:
     async def run(self) -> None:
         """Run until :meth:`stop`; returns within :data:`SHUTDOWN_TIMEOUT` after it."""
         try:
+            await self._run()
+        finally:
+            if self.shard is not None:  # every worker has stopped: hand the clusters over now
+                await self.shard.leave()
+        log.info("fleetd stopped")
+
+    async def _run(self) -> None:
+        try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 self._roots = [
@@ -228,17 +262,29 @@ class Daemon:
                     ),
                     name="systemd",
                 )
+                if self.shard is not None:
+                    self._roots.append(tg.create_task(self.shard.run(), name="shard"))
                 for name in self.workers:
                     self._start_worker(name)
                 self.started.set()
                 await self._stop.wait()
                 raise _Stopping  # noqa: TRY301 - cancels every root task of the group at once
         except* _Stopping:
-            log.info("fleetd stopped")
+            pass
 
     def _start_worker(self, name: str) -> None:
+        """Run the cluster's worker — when replicas share the fleet, only if this one owns the cluster."""
         assert self._tg is not None
+        if self.shard is not None and not self.shard.owns(name):
+            return
         self._tasks[name] = self._tg.create_task(self.workers[name].run(), name=f"cluster/{name}")
+
+    def _gain(self, name: str) -> None:
+        """This replica acquired the cluster's Lease: a fresh worker, reconciling everything at once."""
+        if self._tg is None or name not in self.workers or name in self._tasks:
+            return
+        self.workers[name] = self._worker(name)
+        self._start_worker(name)
 
     async def _stop_worker(self, name: str) -> None:
         task = self._tasks.pop(name, None)
@@ -288,6 +334,8 @@ class Daemon:
             old.state_dir, old.listen_host, old.listen_port, old.name,
         ):  # fmt: skip
             log.warning("fleet name, state_dir and listen changes take effect after a restart")
+        if new.sharding != old.sharding:
+            log.warning("[fleet.sharding] changes take effect after a restart")
         if new.source != old.source:
             self.revisions.replace(new.source, old.state_dir)
         if new.decryption != old.decryption:
@@ -299,7 +347,7 @@ class Daemon:
             await self._stop_worker(name)
             self.workers.pop(name)
             self.state.forget_cluster(name)
-            if new.prune_removed_clusters:
+            if new.prune_removed_clusters and (self.shard is None or self.shard.depart(name)):
                 self.departures.leave(old.name, before[name], new.prune_grace)
         for name in after:
             self.departures.returned(name)
@@ -311,6 +359,8 @@ class Daemon:
             self.workers[name] = self._worker(name)
             self.workers[name].trigger()
             self._start_worker(name)
+        if self.shard is not None:
+            self.shard.wake()
         self._advance()
         summary = (
             f"inventory reloaded: {len(after)} cluster(s); "
@@ -322,7 +372,17 @@ class Daemon:
         return summary
 
     async def _prune_departed(self, fleet: str, cluster: Cluster) -> list[str]:
-        return await prune_everything(fleet=fleet, cluster=cluster, state=self.state, renders=self.renders)
+        try:
+            return await prune_everything(
+                fleet=fleet,
+                cluster=cluster,
+                state=self.state,
+                renders=self.renders,
+                guard=self._guard(cluster.name),
+            )
+        finally:
+            if self.shard is not None:  # pruned or not, the cluster has left: so does its Lease
+                await self.shard.departed(cluster.name)
 
 
 class _Stopping(Exception):

@@ -11,7 +11,7 @@ from textwrap import dedent
 import pytest
 
 from fleetd.errors import FleetdError, InventoryError, Problem
-from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, source, syncs
+from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, sharding, source, syncs
 from fleetd.inventory.locate import LineIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -886,6 +886,7 @@ class TestReference:
             loader.DECRYPTION_KEYS,
             loader.CLUSTER_FILE_KEYS,
             loader.CLUSTER_KEYS,
+            sharding.SHARDING_KEYS,
             syncs.FLEET_SYNC_KEYS,
             syncs.IGNORE_KEYS,
         ],

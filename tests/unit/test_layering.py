@@ -38,6 +38,7 @@ PIPELINE = [
     "render",
     "kube",
     "reconcile",
+    "shard",
     "daemon",
     "api",
     "cli",
