@@ -19,7 +19,7 @@ install: $(STAMP)
 # Debian packages the tests use: prometheus (with promtool) for the scrape test,
 # systemd (systemd-analyze) for the unit file checks, qemu-user-static and
 # debootstrap for the Raspberry Pi 5 check.
-SYSTEM_PACKAGES := prometheus systemd qemu-user-static debootstrap openssh-server openssh-client git util-linux
+SYSTEM_PACKAGES := prometheus systemd qemu-user-static debootstrap openssh-server openssh-client git util-linux chromium chromium-driver
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -321,7 +321,8 @@ EOF
 }
 
 unit_tests() {
-  pythonpath=$opt/site:$opt/testsite
+  # the repository comes last: tests/conftest.py imports the test bed, fleetd still comes from the artefact
+  pythonpath=$opt/site:$opt/testsite:$repo
   # fleetd is imported first, to prove it is the artefact's; pytest then reuses it.
   (cd "$repo" && emu -c '
 import sys, fleetd, pytest

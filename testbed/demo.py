@@ -8,7 +8,7 @@
 2. starts one spoke per cluster of ``clusters/`` (``mac-mini`` and ``pi5``)
    and writes their kubeconfigs where the inventory expects them;
 3. runs ``fleetd check``, then ``fleetd run``, waits until every sync is
-   ready and prints ``fleetd status``;
+   ready, prints ``fleetd status`` and the web UI's address;
 4. keeps everything up until Ctrl-C, so you can look with ``kubectl``.
 """
 
@@ -67,6 +67,8 @@ def run_demo(config: Path, *, hold: bool, example_repo: Path) -> int:
             ready = _wait_until_ready(fleet, head, daemon, stop)
             print(f"demo: $ fleetd status --config {config}", flush=True)
             subprocess.run(_fleetd("status", "--config", str(config)), check=False)
+            host = f"[{fleet.listen_host}]" if ":" in fleet.listen_host else fleet.listen_host
+            print(f"demo: web UI at http://{host}:{fleet.listen_port}/", flush=True)
             if hold and ready:
                 for name, spoke in bed.spokes.items():
                     print(f"demo: kubectl --kubeconfig {spoke.kubeconfig} get all -A   # {name}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from testbed.bed import Spoke, TestBed
 from testbed.build import put_tools_on_path
@@ -22,6 +23,20 @@ from tests.gitservers import GitServers, start_servers
 put_tools_on_path()  # fleetd finds sops and kustomize on PATH, as on a hub
 
 SPOKES = ("spoke-a", "spoke-b", "spoke-c")
+#: Debian's Chromium, never a downloaded one; without the network flags it keeps calling Google hosts.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = (
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync",
+)  # fmt: skip
+#: The page's first-contentful-paint in ms, waiting for the entry if the browser has not written it yet.
+FCP = """new Promise(done => {
+  const seen = performance.getEntriesByName('first-contentful-paint')[0];
+  if (seen) return done(seen.startTime);
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) if (e.name === 'first-contentful-paint') done(e.startTime);
+  }).observe({type: 'paint', buffered: true});
+})"""
 _spare_names = (f"spare-{i}" for i in itertools.count(1))
 
 
@@ -71,3 +86,12 @@ def spare_spoke(testbed: TestBed) -> Iterator[Spoke]:
 def git_servers() -> Iterator[GitServers]:
     """sshd, smart HTTP over TLS and a GitHub App token stand-in on loopback (tests/gitservers.py)."""
     yield from start_servers()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium from Debian's package, started once for the session (on first use)."""
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
+        yield chromium
+        await chromium.close()

@@ -14,6 +14,7 @@ Endpoints::
     GET  /api/v1/status  JSON from FleetView.status_document()
     POST /hooks/github   GitHub webhook (only with a GitHub secret file configured)
     POST /hooks/generic  HMAC-signed webhook (only with a generic secret file configured)
+    GET  /, /api/v1/...  the web UI and the history/detail API (`fleetd.api.routes`)
 
 The server knows the daemon only through the small `FleetView` protocol, so
 this module does not import the daemon and tests serve a plain dataclass.
@@ -22,8 +23,10 @@ call's body is read (at most `MAX_BODY` bytes, else 413), verified, counted
 in ``fleetd_webhook_requests_total``, logged in one line (never with the
 secret or the signature) and answered as JSON ``{"result", "message"}``.
 
-The server binds to the inventory's ``listen`` address, loopback by default:
-the status API is unauthenticated, so exposing it is a deliberate choice.
+The server binds to the inventory's ``listen`` address, loopback by default.
+Beyond loopback the inventory demands ``[web] token_file`` (or an explicit
+``allow_unauthenticated``), and the UI and API then ask for the token
+(`fleetd.api.auth`); a bad token file stops the server before it listens.
 There is no access log; a scrape every few seconds would drown the journal.
 """
 
@@ -37,11 +40,14 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from fleetd.api import routes
+from fleetd.api.inspect import Live
 from fleetd.api.metrics import CONTENT_TYPE, Registry, exposition, registry
 from fleetd.api.webhooks import RECEIVERS, Result, Secret, Verdict, Verifier, for_source
 from fleetd.daemon.state import FleetState
 from fleetd.errors import FleetdError
 from fleetd.inventory import GitRef
+from fleetd.inventory.web import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +109,16 @@ def load_secrets(
     return {name: Secret.read(path) for name, path in paths.items() if path is not None}
 
 
-def make_app(view: FleetView, state: FleetState, secrets: Mapping[str, Secret]) -> web.Application:
-    """The application: fixed endpoints plus one webhook route per configured secret."""
+def make_app(
+    view: FleetView, state: FleetState, secrets: Mapping[str, Secret], *, loopback: bool = True
+) -> web.Application:
+    """The application: fixed endpoints, the web UI and API, and one webhook route per configured secret.
+
+    The UI's actions, diffs and live object health need the running daemon:
+    they are offered when ``view`` is one (`fleetd.api.inspect.Live`).
+    ``loopback``: the server listens on loopback only (reads need no token).
+    Raises `TokenFileError` for a bad ``[web] token_file``.
+    """
     app = web.Application(client_max_size=MAX_BODY)
     app[VIEW], app[STATE], app[METRICS] = view, state, registry(state)
     app.router.add_get("/metrics", _metrics)
@@ -113,6 +127,7 @@ def make_app(view: FleetView, state: FleetState, secrets: Mapping[str, Secret]) 
     app.router.add_get("/api/v1/status", _status)
     for name, secret in secrets.items():
         app.router.add_post(f"/hooks/{name}", _webhook(name, RECEIVERS[name], secret))
+    routes.setup(app, state, view if isinstance(view, Live) else None, loopback=loopback)
     return app
 
 
@@ -129,12 +144,12 @@ async def serve(
 ) -> None:
     """Serve until cancelled; `ready` is set once the socket listens.
 
-    Raises `WebhookSecretError` (bad secret file) or `ListenError` (address
-    in use, not local) before listening.
+    Raises `WebhookSecretError` (bad secret file), `TokenFileError` (bad
+    access token file) or `ListenError` (address in use, not local) before
+    listening.
     """
-    app = make_app(
-        view, state, load_secrets(github=github_secret, generic=generic_secret, gitlab=gitlab_secret)
-    )
+    secrets = load_secrets(github=github_secret, generic=generic_secret, gitlab=gitlab_secret)
+    app = make_app(view, state, secrets, loopback=is_loopback(host))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:

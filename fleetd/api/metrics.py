@@ -21,6 +21,7 @@ now (sum them across replicas), and the ``fleetd_shard_*`` families appear.
 | `fleetd_sync_ready` | gauge 0/1 | cluster, sync | the last reconcile ended ready |
 | `fleetd_sync_suspended` | gauge 0/1 | cluster, sync | the sync is suspended |
 | `fleetd_sync_info` | gauge = 1 | cluster, sync, revision | revision last applied successfully |
+| `fleetd_sync_status_info` | gauge = 1 | cluster, sync, revision, ready, suspended, reason | state (7) |
 | `fleetd_reconcile_duration_seconds` | histogram | cluster, sync | time one reconcile took |
 | `fleetd_reconcile_total` | counter | cluster, sync, result | reconciles, by result (1) |
 | `fleetd_last_success_timestamp_seconds` | gauge | cluster, sync | when the last ready reconcile ended |
@@ -37,17 +38,23 @@ now (sum them across replicas), and the ``fleetd_shard_*`` families appear.
 | `fleetd_rollout_reached_wave` | gauge | | highest wave that has the newest revision (-1: none yet) |
 | `fleetd_rollout_halted` | gauge 0/1 | | a wave failed at the newest revision and holds later waves back |
 | `fleetd_rollout_held` | gauge 0/1 | | an operator holds the rollout |
-| `fleetd_shard_member` | gauge 0/1 | replica | this replica holds its membership Lease (7) |
-| `fleetd_shard_owned_clusters` | gauge | replica | clusters whose Lease this replica holds (7) |
-| `fleetd_shard_replicas` | gauge | state | replicas this one sees, live or gone (7) |
-| `fleetd_shard_lease_renew_failures_total` | counter | replica | membership renewals that failed (7) |
-| `fleetd_shard_handoffs_total` | counter | replica, kind | clusters acquired, released, lost (7) |
-| `fleetd_shard_lease_requests_total` | counter | replica, method | requests to the management cluster (7) |
+| `fleetd_notifications_total` | counter | notification, result | notification deliveries, by result (8) |
+| `fleetd_shard_member` | gauge 0/1 | replica | this replica holds its membership Lease (9) |
+| `fleetd_shard_owned_clusters` | gauge | replica | clusters whose Lease this replica holds (9) |
+| `fleetd_shard_replicas` | gauge | state | replicas this one sees, live or gone (9) |
+| `fleetd_shard_lease_renew_failures_total` | counter | replica | membership renewals that failed (9) |
+| `fleetd_shard_handoffs_total` | counter | replica, kind | clusters acquired, released, lost (9) |
+| `fleetd_shard_lease_requests_total` | counter | replica, method | requests to the management cluster (9) |
 
 (1) ready, failed, waiting, suspended, held. (2) unreachable, unauthorized,
 forbidden, throttled, server, other. (3) ok, failed. (4) the url without a
 password. (5) accepted, ignored, unauthorized, too_large, bad_request. (6) mirror,
-snapshots. (7) only with ``[fleet.sharding]``.
+snapshots. (7) in the style of ``flux_resource_info``: one series per sync
+of the inventory, ``revision`` the last one attempted (empty before any),
+``ready`` True/False/Unknown, ``suspended`` true/false, ``reason`` the
+result (ready, failed, waiting, suspended, held, pending). (8) sent, failed
+(given up after retries, or dropped from a full queue), suppressed (held
+back by the dedup window or the rate limit). (9) only with ``[fleet.sharding]``.
 Timestamps are Unix seconds; durations are seconds, in buckets from 0.05 s
 to 5 minutes.
 """
@@ -127,7 +134,7 @@ class FleetCollector(Collector):
                 info.add_metric(key, {"revision": state.applied[key]})
             if status.succeeded_at is not None:
                 success.add_metric(key, status.succeeded_at)
-        yield from (managed, ready, suspended, info, success)
+        yield from (managed, ready, suspended, info, success, self._status_info())
         assigned = set(self._assigned())
         reconciles = CounterMetricFamily(
             "fleetd_reconcile", "Reconciles, by result.", labels=(*_CS, "result")
@@ -143,6 +150,24 @@ class FleetCollector(Collector):
             if key in assigned:
                 durations.add_metric(key, _buckets(histogram), histogram.total)
         yield durations
+
+    def _status_info(self) -> Metric:
+        labels = (*_CS, "revision", "ready", "suspended", "reason")
+        info = GaugeMetricFamily("fleetd_sync_status_info", "Every sync's state, flux_resource_info style.",
+                                 labels=labels)  # fmt: skip
+        for cluster in self._owned():
+            held = self.state.suspended(cluster.name)
+            for sync in cluster.syncs:
+                status = self.state.statuses.get((cluster.name, sync.name))
+                result = status.result if status else Result.PENDING
+                ready = "Unknown" if result == Result.PENDING else str(result in (Result.READY, Result.HELD))
+                stopped = cluster.suspend or sync.suspend or bool({"", sync.name} & held)
+                stopped = stopped or result == Result.SUSPENDED
+                revision = status.revision if status else ""
+                info.add_metric(
+                    (cluster.name, sync.name, revision, ready, str(stopped).lower(), str(result)), 1
+                )
+        return info
 
     def _drift(self) -> Iterable[Metric]:
         state, assigned = self.state, set(self._assigned())
@@ -215,6 +240,13 @@ class FleetCollector(Collector):
         for key, n in sorted(state.webhooks.items()):
             hooks.add_metric(key, n)
         yield hooks
+        sent = CounterMetricFamily("fleetd_notifications", "Notification deliveries, by result.",
+                                   labels=("notification", "result"))  # fmt: skip
+        known = {n.name for n in state.fleet.notifications}
+        for key, n in sorted(state.notifications.items()):
+            if key[0] in known:
+                sent.add_metric(key, n)
+        yield sent
         yield _gauge("fleetd_inventory_valid", "1 if the last inventory load succeeded.",
                      state.inventory_error is None)  # fmt: skip
         yield _gauge("fleetd_state_recording", "1 if the state directory accepts writes.",

@@ -33,7 +33,7 @@ from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet
 from fleetd.kube.client import ApiError, KubeClient, KubeError, connect
 from fleetd.reconcile.ledger import SYSTEM_NAMESPACE
-from fleetd.render.manifests import Decrypt, RenderError, sync_files
+from fleetd.render import Decrypt, RenderError, sync_files
 from fleetd.secrets.decryptor import decryptor
 from fleetd.secrets.scan import NO_KEYS, TRUNCATED, encrypted_format, failure_text, is_truncated
 from fleetd.secrets.sops import Format, NoKeysConfigured, SopsError, WrongKey

@@ -22,6 +22,7 @@ from pathlib import Path
 from fleetd import __version__
 from fleetd.cli import commands
 from fleetd.cli import diff as diff_command
+from fleetd.cli import mcp as mcp_command
 from fleetd.cli.check import check_everything, render_secrets, render_table
 from fleetd.cli.status import render_status, rollout_lines
 from fleetd.daemon.root import serve
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "sync", metavar="SYNC", nargs="?", help="only this sync (default: all of the cluster's)"
     )
     diff.add_argument("--json", action="store_true", help="print a JSON document instead of the report")
+    mcp_command.add_parser(sub, _add_config)
     sub.add_parser("version", help="print fleetd's version")
     return parser
 
@@ -169,7 +171,7 @@ def _diff(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
-        "check": _check, "run": _run, "status": _status, "diff": _diff,
+        "check": _check, "run": _run, "status": _status, "diff": _diff, "mcp": mcp_command.run,
     }  # fmt: skip
     handlers |= dict.fromkeys(("reconcile", "suspend", "resume", "rollout", "reload", "prune"), commands.run)
     if args.command == "version":

@@ -7,6 +7,8 @@ Root tasks, all in one :class:`asyncio.TaskGroup`:
 * ``control`` and ``http`` — the control socket and the HTTP server
   (`fleetd.api`); each says why and ends early if its socket cannot open;
 * ``systemd`` — readiness, status and watchdog notifications;
+* ``notify`` — `fleetd.notify.Notifications`: messages, webhooks and commit
+  statuses from the event bus;
 * ``shard`` — with ``[fleet.sharding]`` only: the `fleetd.shard.Coordinator`,
   which decides which clusters this replica serves and guards every write;
 * ``cluster/<name>`` — one `fleetd.daemon.worker.ClusterWorker` per cluster
@@ -46,8 +48,9 @@ from fleetd.daemon.systemd import Notifier
 from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Cluster, Fleet, GitRef, load_fleet
+from fleetd.notify import Notifications
 from fleetd.reconcile.guard import Guard, unguarded
-from fleetd.render.manifests import RenderCache
+from fleetd.render import RenderCache, sweep_stale_workdirs
 from fleetd.secrets.decryptor import decryptor
 from fleetd.shard import Coordinator
 from fleetd.source import Snapshot, redact
@@ -77,6 +80,7 @@ class Daemon:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._roots: list[asyncio.Task[None]] = []
         self.notifier = Notifier(None)  # silent unless serve() (the real process) says otherwise
+        self.notifications = Notifications(self.state)
 
     @classmethod
     def from_config(cls, path: Path) -> Daemon:
@@ -252,6 +256,7 @@ class Daemon:
                     tg.create_task(self.revisions.upkeep(), name="source-upkeep"),
                     tg.create_task(self.departures.run(), name="departures"),
                     tg.create_task(self.reloader.run(), name="reload"),
+                    tg.create_task(self.notifications.run(), name="notify"),
                 ]
                 # These two may end early when their socket cannot be opened; they say why.
                 tg.create_task(self._control(), name="control")
@@ -399,6 +404,8 @@ async def serve(config: Path) -> int:
     except StoreError as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message says what to do
         return 2
+    for stale in sweep_stale_workdirs():
+        log.warning("removed a kustomize work directory a killed fleetd left behind: %s", stale)
     daemon.notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

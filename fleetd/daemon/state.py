@@ -126,6 +126,8 @@ class FleetState:
         self.statuses: dict[tuple[str, str], SyncStatus] = {}
         self.clusters: dict[str, ClusterState] = {}
         self.drifted: dict[tuple[str, str], dict[str, str]] = {}
+        #: Per (cluster, sync), what its last render warned about (not persisted: the next reconcile says).
+        self.warnings: dict[tuple[str, str], tuple[str, ...]] = {}
         self.source = SourceState()
         self.recording_error: str | None = None
         self.inventory_error: str | None = None
@@ -134,6 +136,8 @@ class FleetState:
         self.drift_events: Counter[tuple[str, str, str]] = Counter()
         self.corrections: Counter[tuple[str, str, str]] = Counter()
         self.webhooks: Counter[tuple[str, str]] = Counter()
+        #: Notification deliveries by (notification, result): sent, failed, suppressed (`fleetd.notify`).
+        self.notifications: Counter[tuple[str, str]] = Counter()
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.fetches: dict[str, Histogram] = {}
         self._suspended: dict[str, set[str]] = {}
@@ -222,6 +226,8 @@ class FleetState:
             duration=outcome.duration, written=written,
         )  # fmt: skip
         self.statuses[(cluster, outcome.sync)] = status
+        if not vouched and outcome.result in (Result.READY, Result.HELD):
+            self.warnings[(cluster, outcome.sync)] = outcome.warnings
         if outcome.result == Result.READY:
             self.applied[(cluster, outcome.sync)] = outcome.revision
         self._write(lambda: self.store.save_status(status))

@@ -95,11 +95,18 @@ def sharding_section(shard: ShardState) -> dict[str, Any]:
 
 def _cluster(state: FleetState, name: str, snapshot_for: Callable[[str], Snapshot | None]) -> dict[str, Any]:
     cluster, health = state.fleet.cluster(name), state.cluster(name)
+    held = state.suspended(name)
     syncs = [
         {
             "name": s.name,
             **sync_fields(state.status(name, s.name)),
             "drifted": state.drifted_count(name, s.name),
+            "drifted_objects": [
+                {"object": ref, "reason": reason}
+                for ref, reason in sorted(state.drifted.get((name, s.name), {}).items())
+            ],
+            "suspended": cluster.suspend or s.suspend or bool({"", s.name} & held),
+            "warnings": list(state.warnings.get((name, s.name), ())),
         }
         for s in cluster.syncs
     ]

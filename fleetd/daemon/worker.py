@@ -40,7 +40,7 @@ from fleetd.reconcile.drift import DriftTracker
 from fleetd.reconcile.guard import Guard, unguarded
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.reconciler import ClusterReconciler
-from fleetd.render.manifests import Decrypt, RenderCache
+from fleetd.render import Decrypt, RenderCache
 from fleetd.source import Snapshot
 from fleetd.util import logs
 from fleetd.util.backoff import backoff
@@ -152,6 +152,7 @@ class ClusterWorker:
             fleet=self.fleet, cluster=self.cluster, renders=self._renders, decrypt=self._decrypt,
             local_ledger=lambda sync: self._state.ledger(self.cluster.name, sync), on_drift=self._drift,
             peers=self._peers, requests=counters.requests, errors=counters.errors, guard=self._guard,
+            require_encrypted=self._state.fleet.decryption.require_encrypted_secrets,
         )  # fmt: skip
 
     def _peers(self) -> set[str]:

@@ -9,7 +9,8 @@ whole and keeps the last good one when a load fails.
 Inside: `loader` (files and sections), `syncs` (sync tables), `source`
 (``[source]``, ``[webhooks]``), `sharding` (``[fleet.sharding]``), `fields`
 (typed reads that record problems), `syntax` (string checks),
-`consistency` (checks across syncs and files), `locate` (key -> line).
+`consistency` (checks across syncs and files), `locate` (key -> line),
+`notifications` (``[[notifications]]``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from fleetd.inventory.model import (
     Sync,
     SyncDefaults,
     Webhooks,
+    WebSettings,
 )
+from fleetd.inventory.notifications import Notification, TargetKind
 
 __all__ = [
     "Cluster",
@@ -43,12 +46,15 @@ __all__ = [
     "GitSource",
     "IgnoreRule",
     "InventoryError",
+    "Notification",
     "Problem",
     "PruneBudget",
     "RefKind",
     "Sharding",
     "Sync",
     "SyncDefaults",
+    "TargetKind",
+    "WebSettings",
     "Webhooks",
     "load_fleet",
 ]

@@ -39,20 +39,25 @@ from fleetd.inventory.model import (
     Sharding,
     SyncDefaults,
     Webhooks,
+    WebSettings,
     frozen_map,
 )
+from fleetd.inventory.notifications import Notification, read_notifications
 from fleetd.inventory.sharding import SHARDING_KEYS, read_sharding
 from fleetd.inventory.source import SOURCE_KEYS, WEBHOOK_KEYS, read_source, read_webhooks
 from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
+from fleetd.inventory.web import WEB_KEYS, check_exposure, read_web
 
-FLEET_FILE_KEYS = frozenset({"fleet", "source", "decryption", "webhooks", "defaults", "syncs"})
+FLEET_FILE_KEYS = frozenset(
+    {"fleet", "source", "decryption", "webhooks", "web", "defaults", "syncs", "notifications"}
+)
 FLEET_KEYS = frozenset(
     {
         "name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters", "prune_grace",
         "sharding",
     }
 )  # fmt: skip
-DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary"})
+DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary", "require_encrypted_secrets"})
 CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
 CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend"})
 _SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -162,9 +167,11 @@ class _FleetSettings:
     source: GitSource
     decryption: Decryption
     webhooks: Webhooks
+    web: WebSettings
     defaults: SyncDefaults
     """The [defaults] section applied to built-in sync defaults; cluster syncs start from it."""
     syncs: list[Declared] = field(default_factory=list)
+    notifications: tuple[Notification, ...] = ()
 
     def build(self, clusters: tuple[Cluster, ...], warnings: list[Problem]) -> Fleet:
         return Fleet(
@@ -175,6 +182,7 @@ class _FleetSettings:
             source=self.source,
             decryption=self.decryption,
             webhooks=self.webhooks,
+            web=self.web,
             listen_host=self.listen[0],
             listen_port=self.listen[1],
             concurrency=self.concurrency,
@@ -183,6 +191,7 @@ class _FleetSettings:
             sharding=self.sharding,
             clusters=clusters,
             fleet_syncs=tuple(d.sync for d in self.syncs),
+            notifications=self.notifications,
             warnings=tuple(warnings),
         )
 
@@ -194,13 +203,16 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
     defaults = read_options(root.table("defaults", OPTION_KEYS), SyncDefaults())
     syncs = read_syncs(root, defaults, fleet_wide=True)
     consistency.check_unique_syncs(syncs)
+    listen = _listen(table)
+    web = read_web(root.table("web", WEB_KEYS), base)
+    check_exposure(table, web, listen[0])
     return _FleetSettings(
         doc=doc,
         table=table,
         name=_fleet_name(table, doc.file),
         clusters_dir=_clusters_dir(table, doc.file),
         state_dir=syntax.resolve_path(base, table.text("state_dir", syntax.nonempty) or DEFAULT_STATE_DIR),
-        listen=_listen(table),
+        listen=listen,
         concurrency=table.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1),
         prune_removed_clusters=table.boolean("prune_removed_clusters", False),
         prune_grace=table.duration("prune_grace", DEFAULT_PRUNE_GRACE),
@@ -208,8 +220,10 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         source=read_source(_section(root, "source", SOURCE_KEYS), base),
         decryption=_read_decryption(root.table("decryption", DECRYPTION_KEYS), base),
         webhooks=read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),
+        web=web,
         defaults=defaults,
         syncs=syncs,
+        notifications=read_notifications(root, base),
     )
 
 
@@ -253,6 +267,7 @@ def _read_decryption(table: Table | None, base: Path) -> Decryption:
         age_key_files=tuple(syntax.resolve_path(base, key) for key in age_keys),
         gnupg_home=syntax.resolve_path(base, gnupg_home) if gnupg_home else None,
         sops_binary=str(syntax.resolve_path(base, sops)) if "/" in sops else sops,
+        require_encrypted_secrets=table.boolean("require_encrypted_secrets", False),
     )
 
 

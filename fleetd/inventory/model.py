@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from fleetd.errors import Problem
+from fleetd.inventory.notifications import Notification
 
 DEFAULT_SYNC_INTERVAL = 600.0
 DEFAULT_SYNC_TIMEOUT = 300.0
@@ -263,6 +264,8 @@ class Decryption:
     """GnuPG home holding PGP secret keys; None = GnuPG's default."""
     sops_binary: str = DEFAULT_SOPS_BINARY
     """The sops executable for what fleetd does not decrypt natively: a name on PATH or a path."""
+    require_encrypted_secrets: bool = False
+    """A Secret stored in git unencrypted fails its sync's render (else it is only a warning)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,6 +304,18 @@ class Sharding:
     """Seconds between renewals (default 5s); at most a third of `lease_duration`."""
     pin_label: str = DEFAULT_PIN_LABEL
     """Cluster label naming the replicas that may own it (identities joined by '_'); absent = any."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebSettings:
+    """The ``[web]`` section: who may act through the web UI and the HTTP API."""
+
+    actions: bool = False
+    """Offer operator actions (reconcile, suspend/resume, rollout hold/resume/promote); needs `token_file`."""
+    token_file: Path | None = None
+    """Access tokens, one per line as ``name:token``; None = no token (read-only, loopback only)."""
+    allow_unauthenticated: bool = False
+    """Serve the UI and API on a non-loopback `listen` without a token (explicitly asked for)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,6 +364,7 @@ class Fleet:
     source: GitSource
     decryption: Decryption = field(default_factory=Decryption)
     webhooks: Webhooks = field(default_factory=Webhooks)
+    web: WebSettings = field(default_factory=WebSettings)
     listen_host: str = DEFAULT_LISTEN_HOST
     """Address of the HTTP server (metrics, status API), without IPv6 brackets."""
     listen_port: int = DEFAULT_LISTEN_PORT
@@ -364,6 +380,8 @@ class Fleet:
     """Sorted by name."""
     fleet_syncs: tuple[Sync, ...] = ()
     """Fleet-wide syncs as declared (defaults applied), whichever clusters they match."""
+    notifications: tuple[Notification, ...] = ()
+    """``[[notifications]]``: who is told about which events (`fleetd.notify`)."""
     warnings: tuple[Problem, ...] = ()
     """Things that are valid but probably not meant (e.g. no cluster files)."""
 

@@ -48,8 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Fleet, Sync
 from fleetd.kube.objects import FIELD_MANAGER, ObjRef, apply_rank
@@ -57,9 +55,10 @@ from fleetd.reconcile.ledger import Ledger
 from fleetd.reconcile.plan import KUBECTL_MANAGERS, Desired, Plan, merge_fieldsets, normalized
 from fleetd.reconcile.prune import candidates
 from fleetd.reconcile.reconciler import ClusterReconciler
-from fleetd.render.manifests import RenderCache, RenderError
+from fleetd.render import RenderCache, RenderError
 from fleetd.secrets.decryptor import decryptor
 from fleetd.source import GitSourceFetcher, Snapshot, remove_tree
+from fleetd.util.yamldoc import dump
 
 Action = Literal["created", "changed", "unchanged", "pruned"]
 MASK = "***"
@@ -219,6 +218,9 @@ def classify(p: Plan) -> ObjectDiff:
     if _canonical(normalized(after)) == _canonical(normalized(p.live)):
         return ObjectDiff(ref=ref, action="unchanged", origin=origin)
     notes = tuple(f"fields written by {m} are taken over" for m in sorted(_kubectl_managers(p.live)))
+    if p.desired.sensitive and ref.kind != "Secret":
+        hidden = "its values come from SOPS-encrypted data in git and are not shown"
+        return ObjectDiff(ref=ref, action="changed", origin=origin, notes=(*notes, hidden))
     return ObjectDiff(ref=ref, action="changed", origin=origin, diff=object_diff(p.live, after), notes=notes)
 
 
@@ -360,17 +362,6 @@ def _b64(value: str) -> str:
 # --- formatting -----------------------------------------------------------------------------------
 
 
-class _Dumper(yaml.SafeDumper):
-    """YAML for people: multi-line strings (config files in ConfigMaps) as literal blocks."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def object_diff(live: dict[str, Any], after: dict[str, Any]) -> str:
     """Unified diff of the normalized objects as sorted-key YAML; Secret values masked first."""
     before, later = masked(normalized(live), normalized(after))
@@ -379,8 +370,7 @@ def object_diff(live: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 def _yaml(obj: dict[str, Any]) -> list[str]:
-    text: str = yaml.dump(obj, Dumper=_Dumper, sort_keys=True, default_flow_style=False)
-    return text.splitlines()
+    return dump(obj, sort_keys=True).splitlines()
 
 
 # --- syncs removed from the cluster (read-only) ----------------------------------------------------

@@ -27,6 +27,7 @@ periodic reconcile remains the slow full sweep behind the watches.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -103,7 +104,18 @@ def hand_edits(live: dict[str, Any]) -> list[str]:
 
 def expected_state(change: Change) -> dict[str, Any]:
     """What the object should look like: the server's result on the fields fleetd sets, minus kept paths."""
-    return without(project(change.desired.obj, change.result), change.desired.keep_live)
+    return without(project(as_stored(change.desired.obj), change.result), change.desired.keep_live)
+
+
+def as_stored(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as the server stores it where that changes field names: a Secret's ``stringData``
+    becomes base64 ``data`` (the server never returns ``stringData``, so drift of it would go unseen)."""
+    string_data = obj.get("stringData")
+    if obj.get("kind") != "Secret" or not isinstance(string_data, dict):
+        return obj
+    data = dict(obj.get("data") or {})
+    data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()})
+    return {**{k: v for k, v in obj.items() if k != "stringData"}, "data": data}
 
 
 def managed_from(

@@ -52,5 +52,7 @@ class SyncOutcome:
     """The objects it is about (``Kind ns/name``): what a failure names, what a success wrote or pruned."""
     ledger: Ledger | None = None
     """The ledger as the spoke now holds it (the recorder keeps a local copy)."""
+    warnings: tuple[str, ...] = ()
+    """What the render warned about (plaintext Secrets in git), kept in status."""
     swept: bool = False
     """Every object was dry-run (not vouched for by the watches)."""

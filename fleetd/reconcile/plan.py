@@ -80,6 +80,8 @@ class Desired:
     origin: str
     #: JSON pointers whose live values are kept (ignore rules, HPA-owned replicas).
     keep_live: tuple[str, ...] = ()
+    #: Its values came out of SOPS-encrypted data: reports show no value of it, whatever its kind.
+    sensitive: bool = False
 
     @property
     def ref(self) -> ObjRef:
@@ -220,7 +222,7 @@ class Planner:
                 live = await self._adopt(path, live)
             if live is not None and d.keep_live:
                 obj = overlay(obj, live, d.keep_live)
-            d = Desired(obj=obj, origin=d.origin, keep_live=d.keep_live)
+            d = Desired(obj=obj, origin=d.origin, keep_live=d.keep_live, sensitive=d.sensitive)
             try:
                 dry = await self.ssa(path, obj, dry_run=True)
             except Invalid as exc:

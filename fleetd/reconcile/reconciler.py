@@ -54,7 +54,7 @@ from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.plan import ChangeSet, Planner
 from fleetd.reconcile.prune import Candidate, Pruned, candidates, prune
 from fleetd.reconcile.safety import check_ledger_owner, check_reserved, check_unique, over_budget
-from fleetd.render.manifests import Decrypt, RenderCache, RenderResult
+from fleetd.render import Decrypt, RenderCache, RenderResult, plaintext_warning
 from fleetd.source import Snapshot
 from fleetd.util import logs
 
@@ -109,10 +109,14 @@ class ClusterReconciler:
         local_ledger: LocalLedger | None = None,
         on_drift: DriftObserver | None = None,
         peers: Callable[[], Collection[str]] = frozenset,
+        require_encrypted: bool = False,
         guard: Guard = unguarded,
     ) -> None:
         self.fleet, self.cluster, self.client = fleet, cluster, client
         self._peers = peers
+        self.require_encrypted = require_encrypted
+        #: Per sync, what its last render warned about (plaintext Secrets in git).
+        self.warnings: dict[str, tuple[str, ...]] = {}
         #: Asked before every write to the cluster (`fleetd.reconcile.guard`): apply, ledger, drift, prune.
         self.guard = guard
         self.renders, self.decrypt = renders, decrypt
@@ -139,6 +143,7 @@ class ClusterReconciler:
         local_ledger: LocalLedger | None = None,
         on_drift: DriftObserver | None = None,
         peers: Callable[[], Collection[str]] = frozenset,
+        require_encrypted: bool = False,
         requests: Counter[str] | None = None,
         errors: Counter[str] | None = None,
         guard: Guard = unguarded,
@@ -153,6 +158,7 @@ class ClusterReconciler:
                 reconciler = cls(
                     fleet=fleet, cluster=cluster, client=client, renders=renders, decrypt=decrypt,
                     local_ledger=local_ledger, on_drift=on_drift, peers=peers, guard=guard,
+                    require_encrypted=require_encrypted,
                 )  # fmt: skip
                 reconciler.drift.start(tasks)
                 try:
@@ -259,7 +265,7 @@ class ClusterReconciler:
         return SyncOutcome(
             sync=sync.name, revision=snapshot.revision, result=Result.HELD if held else Result.READY,
             objects=len(desired), changed=changed, pruned=deleted, duration=time.monotonic() - started,
-            ledger=ledger, swept=not unchanged, error=held,
+            ledger=ledger, swept=not unchanged, error=held, warnings=self.warnings.get(sync.name, ()),
             refs=tuple(str(e.ref) for e in _stale(old, current)) if held else _touched(changes, pruned),
         )  # fmt: skip
 
@@ -333,10 +339,11 @@ class ClusterReconciler:
         """The shared render of ``sync``, with ownership labels and keep-live paths for this cluster."""
         await self.discovery.refresh(if_older_than=DISCOVERY_MAX_AGE)
         rendered = await self._render(sync, snapshot)
+        self.warnings[sync.name] = tuple(plaintext_warning(r) for r in rendered.plaintext_secrets)
         objs = [owned(r.obj, self.fleet, sync.name) for r in rendered.objects]
         kept = keep_live_paths(sync, objs, await hpa_targets(self.client, objs))
         return [
-            Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj))
+            Desired(obj=obj, origin=f"{r.file}#{r.document}", keep_live=kept(obj), sensitive=r.from_sops)
             for obj, r in zip(objs, rendered.objects, strict=True)
         ]
 
@@ -350,6 +357,7 @@ class ClusterReconciler:
         return await self.renders.get(
             snapshot.root, snapshot.revision, sync.path, self.cluster.variables, sync.namespace,
             cluster_scoped=cluster_scoped, decrypt=self.decrypt,
+            require_encrypted_secrets=self.require_encrypted,
         )  # fmt: skip
 
     # -- read-only planning (fleetd diff) ---------------------------------------------

@@ -9,7 +9,9 @@ RE2-only rule regexes are left to the real sops binary. It gets:
   key material never touches the disk, argv or the environment;
 - ``GNUPGHOME`` for PGP, and the rest of fleetd's environment for cloud
   credentials (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``VAULT_*``, ...);
-- a **timeout**, after which it is killed.
+- a **timeout**, after which it is killed; and on Linux it is killed with the
+  daemon (`fleetd.util.children`), so a ``kill -9`` of fleetd leaves no sops
+  holding plaintext.
 
 Its plaintext comes back on stdout and stays in memory. Its stderr becomes
 `SopsBinaryFailed`, with ENC[...] values and echoed input removed, because
@@ -27,6 +29,7 @@ import threading
 from pathlib import Path
 
 from fleetd.secrets.crypto import SopsError
+from fleetd.util.children import die_with_parent
 
 _OUR_ENV = ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD")
 _ENC_VALUE = re.compile(r"ENC\[[^\]]*\]")
@@ -78,6 +81,7 @@ def decrypt(
             env=_environment(read_end, gnupg_home),
             pass_fds=(read_end,),
             cwd="/",  # no stray .sops.yaml from wherever the daemon runs
+            preexec_fn=die_with_parent(),  # killed with the daemon, plaintext and all (Linux)
         )
     except OSError as e:
         os.close(write_end)

@@ -40,8 +40,6 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any, NamedTuple
 
-import yaml
-
 from fleetd.secrets import binary, tree
 from fleetd.secrets.binary import SopsBinaryFailed, UnsupportedKeyType
 from fleetd.secrets.crypto import (
@@ -62,6 +60,7 @@ from fleetd.secrets.keys import (
     data_key,
 )
 from fleetd.secrets.tree import FORMATS, Format
+from fleetd.util import yamldoc
 
 __all__ = [
     "FORMATS",
@@ -89,19 +88,6 @@ log = logging.getLogger(__name__)
 _SUFFIXES: dict[str, Format] = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".env": "dotenv"}
 _DOTENV_MAC = re.compile(rb"^sops_mac=", re.MULTILINE)
 _DOTENV_LASTMODIFIED = re.compile(rb"^sops_lastmodified=", re.MULTILINE)
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]  # C when available
-    """Safe YAML with multi-line strings as literal blocks, as sops prints them."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in text else None  # the emitter falls back to quotes where | cannot hold it
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
 
 
 class _FromBinary(NamedTuple):
@@ -174,8 +160,8 @@ def _bytes_are_encrypted(data: bytes) -> bool:
     try:
         if data.lstrip().startswith(b"{"):
             return is_sops_encrypted(json.loads(data))
-        return is_sops_encrypted(next(iter(yaml.load_all(data, Loader=_YAML_LOADER)), None))
-    except (ValueError, yaml.YAMLError):
+        return is_sops_encrypted(yamldoc.first_plain(data))
+    except ValueError:  # invalid JSON, or a yamldoc.DocumentError
         return False
 
 
@@ -267,9 +253,7 @@ def _dump(fmt: Format, value: Any) -> bytes:
     if fmt == "json":
         return (json.dumps(value, indent=4, ensure_ascii=False, default=_json_default) + "\n").encode()
     documents = value if isinstance(value, list) else [value]
-    return yaml.dump_all(
-        documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True, explicit_start=len(documents) > 1
-    ).encode()
+    return yamldoc.dump_all(documents).encode()  # multi-line strings as literal blocks, as sops prints them
 
 
 def _escape_newlines(text: str) -> str:

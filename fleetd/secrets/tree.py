@@ -43,8 +43,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-import yaml
-
 from fleetd.secrets.crypto import (
     InvalidSopsFile,
     KeyPath,
@@ -59,6 +57,8 @@ from fleetd.secrets.crypto import (
     typed,
 )
 from fleetd.secrets.keys import KeyGroup, parse_key_groups
+from fleetd.util import yamldoc
+from fleetd.util.yamldoc import MappingNode, Node, ScalarNode, SequenceNode
 
 Format = Literal["yaml", "json", "dotenv", "binary"]
 FORMATS: tuple[Format, ...] = ("yaml", "json", "dotenv", "binary")
@@ -76,8 +76,7 @@ _RULES = (
     "encrypted_comment_regex",
 )
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_PLAIN = "!fleetd/plain"  # our marker for untagged plain scalars, resolved the yaml.v3 way
+_PLAIN = yamldoc.PLAIN_TAG  # the marker of untagged plain scalars, resolved here the yaml.v3 way
 _STR = "tag:yaml.org,2002:str"
 _BINARY = "tag:yaml.org,2002:binary"
 _NULLS = frozenset(("", "~", "null", "Null", "NULL"))
@@ -89,15 +88,6 @@ _SPECIAL_FLOATS = {
 }
 _YAML_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _GO_INT = re.compile(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
-
-
-class _PlainLoader(_Loader):  # type: ignore[valid-type,misc]  # CSafeLoader is a runtime choice
-    """Composes nodes only; untagged plain scalars get `_PLAIN` instead of PyYAML's YAML 1.1 guess."""
-
-    def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
-        if kind is yaml.ScalarNode and implicit[0]:
-            return _PLAIN
-        return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
 
 
 class _Pairs(list[tuple[str, Any]]):
@@ -242,9 +232,9 @@ def _load_yaml(text: str, file: str) -> tuple[list[Any], object]:
     nodes = _compose_all(text, file)
     branches, metadata = [], None
     for index, node in enumerate(nodes):
-        if isinstance(node, yaml.ScalarNode) and _scalar(node)[1] is None:
-            node = yaml.MappingNode("tag:yaml.org,2002:map", [])  # an empty document
-        if not isinstance(node, yaml.MappingNode):
+        if isinstance(node, ScalarNode) and _scalar(node)[1] is None:
+            node = MappingNode("tag:yaml.org,2002:map", [])  # an empty document
+        if not isinstance(node, MappingNode):
             raise InvalidSopsFile(
                 file, f"YAML document {index + 1} is not a mapping; sops files are mappings"
             )
@@ -258,22 +248,14 @@ def _load_yaml(text: str, file: str) -> tuple[list[Any], object]:
         return branches, _walk_node(metadata, (), _as_is)
 
 
-def _compose_all(text: str, file: str) -> list[yaml.Node]:
-    loader = _PlainLoader(text)
-    nodes = []
+def _compose_all(text: str, file: str) -> list[Node]:
+    """The documents' node graphs, bounded (sizes, aliases, depth: see `fleetd.util.yamldoc`)."""
     try:
-        while loader.check_node():
-            nodes.append(loader.get_node())
-    except yaml.MarkedYAMLError as e:
-        # str(e) quotes the offending line, which may hold a secret: keep only position and problem.
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise InvalidSopsFile(file, f"invalid YAML: {where}{e.problem or e.context}") from None
-    except yaml.YAMLError:
-        raise InvalidSopsFile(file, "invalid YAML") from None
-    finally:
-        loader.dispose()
-    return nodes
+        return yamldoc.compose_all(text, untagged_plain=True)
+    except yamldoc.DocumentError as e:
+        # Only position and the parser's short complaint: never the offending line, which may hold a secret.
+        where = f"{e.position}: " if e.position else ""
+        raise InvalidSopsFile(file, f"invalid YAML: {where}{e.problem}") from None
 
 
 def _load_json(text: str, file: str) -> tuple[list[Any], object]:
@@ -351,15 +333,15 @@ def _as_is(path: KeyPath, value: object, mac_bytes: bytes) -> object:
     return value
 
 
-def _walk_node(node: yaml.Node, path: KeyPath, leaf: Leaf) -> Any:
-    if isinstance(node, yaml.MappingNode):
+def _walk_node(node: Node, path: KeyPath, leaf: Leaf) -> Any:
+    if isinstance(node, MappingNode):
         result = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
+            if not isinstance(key_node, ScalarNode):
                 raise _ComplexKey
             result[key_node.value] = _walk_node(value_node, (*path, key_node.value), leaf)
         return result
-    if isinstance(node, yaml.SequenceNode):
+    if isinstance(node, SequenceNode):
         return [_walk_node(item, (*path, index), leaf) for index, item in enumerate(node.value)]
     value, mac_bytes = _scalar(node)
     return value if mac_bytes is None else leaf(path, value, mac_bytes)
@@ -386,7 +368,7 @@ def _go_bytes(value: object) -> bytes:
     return str(value).encode("utf-8", "surrogateescape")
 
 
-def _scalar(node: yaml.Node) -> tuple[object, bytes | None]:
+def _scalar(node: Node) -> tuple[object, bytes | None]:
     """A YAML scalar as yaml.v3 decodes it, with its MAC bytes (None for null)."""
     if node.tag == _STR:
         return node.value, node.value.encode()

@@ -151,6 +151,14 @@ class GitSourceFetcher:
         async with self._lock:
             return await asyncio.to_thread(self._materialise_known, revision)
 
+    async def commit_info(self, revision: str) -> libgit.Commit | None:
+        """Summary, author and time of a commit in the mirror (read-only); None if unknown or unreadable.
+
+        Reads through a repository object of its own, so it needs no lock and
+        never waits for a fetch in flight.
+        """
+        return await asyncio.to_thread(libgit.read_commit, self._mirror_dir, revision)
+
     def cleanup(self) -> None:
         """Delete snapshots other than the current, previous and pinned ones (blocking; skips when busy)."""
         if self._current is None:

@@ -90,6 +90,10 @@ class Commit:
     id: str
     summary: str
     """First line of the message."""
+    author: str = ""
+    """The author's name (no e-mail address)."""
+    time: float | None = None
+    """When it was committed (Unix seconds)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -105,6 +109,16 @@ class Session:
 
     def callbacks(self) -> _Callbacks:
         return _Callbacks(self)
+
+
+def read_commit(path: Path, oid: str) -> Commit | None:
+    """The commit `oid` in the mirror at `path`, read-only; None if either is missing or unreadable."""
+    if not (path / "HEAD").is_file():
+        return None
+    try:
+        return Mirror(pygit2.Repository(str(path))).commit(oid)
+    except (pygit2.GitError, OSError, ValueError):
+        return None
 
 
 class Mirror:
@@ -156,7 +170,10 @@ class Mirror:
             commit = found.peel(pygit2.Commit)
         except (pygit2.GitError, ValueError):
             return None
-        return Commit(id=str(commit.id), summary=(commit.message.strip().splitlines() or [""])[0])
+        summary = (commit.message.strip().splitlines() or [""])[0]
+        return Commit(
+            id=str(commit.id), summary=summary, author=commit.author.name, time=float(commit.commit_time)
+        )
 
     def entries(self, commit_id: str) -> Iterator[Entry]:
         """The commit's tree, parents before children; submodules are skipped."""

@@ -293,7 +293,7 @@ async def test_a_sync_that_does_not_render_exits_2_naming_file_object_and_variab
     code, _, err = await diff(capsys, one_spoke_fleet(tmp_path, repo, spoke), spoke.name)
     assert code == 2
     assert (
-        f"fleetd diff: cluster {spoke.name}, sync apps: apps/cm.yaml (document 1, ConfigMap {ns}/cm)" in err
+        f"fleetd diff: cluster {spoke.name}, sync apps: apps/cm.yaml:1 (document 1, ConfigMap {ns}/cm)" in err
     )
     assert "nowhere" in err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -276,3 +277,30 @@ async def test_a_converged_watched_sync_sends_no_requests_even_when_its_interval
         )  # an absence is asserted over a window: a watch start must not re-check objects
         assert worker.request_totals() == before
         assert sum(tracker(daemon, spoke).events.values()) == 0
+
+
+async def test_a_hand_edit_of_a_secret_written_as_string_data_in_git_is_corrected(
+    spokes: list[Spoke], tmp_path: Path, namespace: str
+) -> None:
+    spoke = spokes[2]
+    repo = WorkRepo(tmp_path / "repo")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": namespace},
+              "stringData": {"password": "from-git"}}  # fmt: skip
+    repo.write({"apps/s.yaml": json.dumps(secret)})
+    repo.commit("a Secret in stringData form")
+    config = write_fleet(tmp_path, repo=repo.path, clusters={spoke.name: spoke.kubeconfig},
+                         syncs=[{"name": "apps", "path": "apps"}])  # fmt: skip
+    path = f"/api/v1/namespaces/{namespace}/secrets/s"
+    async with running(config) as daemon:
+        await eventually(lambda: _true(Drift(daemon, spoke.name).vouches_for("apps")), "applied and watched")
+        live = await get(spoke, path)
+        assert live is not None
+        live["data"] = {"password": base64.b64encode(b"by hand").decode()}
+        await put(spoke, "PUT", path, live)
+
+        async def restored() -> bool:
+            obj = await get(spoke, path)
+            return obj is not None and base64.b64decode(obj["data"]["password"]) == b"from-git"
+
+        await eventually(restored, "the Secret's value restored", timeout=DRIFT_DEADLINE)
+        assert Drift(daemon, spoke.name).corrections[("apps", "Secret")] == 1

@@ -340,7 +340,8 @@ async def test_a_full_state_directory_degrades_to_not_recording_and_reconciling_
                 cm = await get(spokes[0], f"/api/v1/namespaces/{namespace}/configmaps/cm")
                 return cm is not None and cm["data"] == {"v": "1"}
 
-            await eventually(corrected, "drift corrected while the disk is full")
+            daemon.trigger(spokes[0].name, "apps")  # drift correction or this reconcile: either restores it
+            await eventually(corrected, "the hand edit reverted while the disk is full", timeout=60)
             filler.unlink()
             daemon.trigger()
 

@@ -104,7 +104,8 @@ async def test_corrected_drift_shows_in_metrics_and_the_status_api(
         assert cluster["reachable"] is True
         assert cluster["syncs"][0] | {"attempted_at": 0, "succeeded_at": 0} == {
             "name": "apps", "revision": rev, "result": "ready", "objects": 2, "drifted": 0, "error": None,
-            "changed": 2, "pruned": 0, "attempted_at": 0, "succeeded_at": 0, "written": [],
+            "changed": 2, "pruned": 0, "attempted_at": 0, "succeeded_at": 0, "written": [], "warnings": [],
+            "drifted_objects": [], "suspended": False,
         }  # fmt: skip
 
 

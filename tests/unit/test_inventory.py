@@ -11,7 +11,18 @@ from textwrap import dedent
 import pytest
 
 from fleetd.errors import FleetdError, InventoryError, Problem
-from fleetd.inventory import DriftPolicy, Fleet, RefKind, load_fleet, loader, sharding, source, syncs
+from fleetd.inventory import (
+    DriftPolicy,
+    Fleet,
+    RefKind,
+    load_fleet,
+    loader,
+    notifications,
+    sharding,
+    source,
+    syncs,
+    web,
+)
 from fleetd.inventory.locate import LineIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -883,15 +894,66 @@ class TestReference:
             source.SOURCE_KEYS,
             source.AUTH_KEYS,
             source.WEBHOOK_KEYS,
+            web.WEB_KEYS,
             loader.DECRYPTION_KEYS,
             loader.CLUSTER_FILE_KEYS,
             loader.CLUSTER_KEYS,
             sharding.SHARDING_KEYS,
             syncs.FLEET_SYNC_KEYS,
             syncs.IGNORE_KEYS,
+            notifications.NOTIFICATION_KEYS,
         ],
     )
     def test_every_key_is_documented(self, keys: frozenset[str]) -> None:
         forms = ("| `{}` |", "### `[{}]`", "### `[[{}]]`", ".{}]`", ".{}]]`")
         undocumented = [k for k in sorted(keys) if not any(form.format(k) in self.DOC for form in forms)]
         assert undocumented == []
+
+
+class TestWeb:
+    def test_without_a_web_section_the_ui_is_read_only_without_a_token(self, tmp_path: Path) -> None:
+        settings = load(tmp_path, {"fleetd.toml": FLEET, "pi5.toml": CLUSTER}).web
+        assert (settings.actions, settings.token_file, settings.allow_unauthenticated) == (False, None, False)
+
+    def test_the_token_file_is_resolved_next_to_the_fleet_file(self, tmp_path: Path) -> None:
+        text = FLEET + '[web]\nactions = true\ntoken_file = "web.tokens"\n'
+        settings = load(tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}).web
+        assert (settings.actions, settings.token_file) == (True, tmp_path / "web.tokens")
+
+    def test_actions_without_a_token_file_are_refused_with_the_fix(self, tmp_path: Path) -> None:
+        text = FLEET + "[web]\nactions = true\n"
+        problem = one_problem(
+            tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}, "fleetd.toml", "web.actions"
+        )
+        assert "token_file" in problem.message
+
+    @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "[::]", "hub.example"])  # noqa: S104 - the address under test
+    def test_a_non_loopback_listen_without_a_token_is_refused(self, tmp_path: Path, host: str) -> None:
+        text = f'[fleet]\nlisten = "{host}:9480"\n' + FLEET
+        problem = one_problem(
+            tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}, "fleetd.toml", "fleet.listen"
+        )
+        assert problem.line == 2
+        assert "not a loopback address" in problem.message
+        assert "allow_unauthenticated" in problem.message
+
+    @pytest.mark.parametrize(
+        "web_lines", ['token_file = "web.tokens"', "allow_unauthenticated = true"], ids=["token", "explicit"]
+    )
+    def test_a_non_loopback_listen_is_allowed_with_a_token_or_when_explicitly_asked(
+        self, tmp_path: Path, web_lines: str
+    ) -> None:
+        text = '[fleet]\nlisten = "0.0.0.0:9480"\n' + FLEET + f"[web]\n{web_lines}\n"
+        assert load(tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}).listen_host == "0.0.0.0"  # noqa: S104 - the address under test
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "localhost", "[::1]"])
+    def test_loopback_listens_need_no_token(self, tmp_path: Path, host: str) -> None:
+        text = f'[fleet]\nlisten = "{host}:9480"\n' + FLEET
+        assert load(tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}).web.token_file is None
+
+    def test_unknown_web_keys_are_reported(self, tmp_path: Path) -> None:
+        text = FLEET + '[web]\ntoken = "x"\n'
+        problem = one_problem(
+            tmp_path, {"fleetd.toml": text, "pi5.toml": CLUSTER}, "fleetd.toml", "web.token"
+        )
+        assert "did you mean 'token_file'" in problem.message

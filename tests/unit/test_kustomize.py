@@ -15,7 +15,6 @@ import base64
 import json
 import re
 import stat
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +37,11 @@ def kustomize_bin() -> Path:
     path = toolset().path("kustomize")
     assert path.is_file(), "build the test bed first: python -m testbed build"
     return path
+
+
+async def built_text(directory: Path, **options: Any) -> str:
+    """What `build` printed, as text."""
+    return (await build(directory, **options)).output.decode()
 
 
 def write(root: Path, files: Mapping[str, str]) -> None:
@@ -76,7 +80,7 @@ class TestBuilding:
                     """,
             },
         )
-        output = await build(tmp_path / "overlay", root=tmp_path, binary=kustomize_bin)
+        output = await built_text(tmp_path / "overlay", root=tmp_path, binary=kustomize_bin)
         assert "level: debug" in output
         assert "name: settings" in output
 
@@ -252,6 +256,33 @@ def assert_gone(pid: int, deadline: float = 3.0) -> None:
     raise AssertionError(f"process {pid} still runs")
 
 
+class TestLimits:
+    async def test_at_most_max_concurrent_builds_run_at_once(self, tmp_path: Path) -> None:
+        running, log = tmp_path / "running", tmp_path / "log"
+        running.mkdir()
+        counting = tmp_path / "stand-in-kustomize"  # counts the builds running with it, instead of building
+        counting.write_text(
+            f"#!/bin/sh\ntouch {running}/$$\nls {running} | wc -l >> {log}\nsleep 0.3\nrm {running}/$$\n"
+        )
+        counting.chmod(0o755)
+        write(tmp_path, {"app/kustomization.yaml": "resources: []\n"})
+        await asyncio.gather(*(build(tmp_path / "app", root=tmp_path, binary=counting) for _ in range(10)))
+        seen = [int(line) for line in log.read_text().split()]
+        assert len(seen) == 10
+        assert 2 <= max(seen) <= kustomize.MAX_CONCURRENT_BUILDS == 4
+
+    async def test_output_past_the_limit_fails_the_build_and_stops_the_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(kustomize, "MAX_OUTPUT_BYTES", 100_000)
+        endless = tmp_path / "stand-in-kustomize"  # prints without end, as no real build can be made to
+        endless.write_text("#!/bin/sh\nexec yes\n")
+        endless.chmod(0o755)
+        write(tmp_path, {"app/kustomization.yaml": "resources: []\n"})
+        with pytest.raises(KustomizeError, match=r"^app: kustomize build printed more than 100000 bytes"):
+            await build(tmp_path / "app", root=tmp_path, binary=endless)
+
+
 class TestFindingTheBinary:
     def test_an_explicit_binary_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("FLEETD_KUSTOMIZE", "/from/env/kustomize")
@@ -353,10 +384,11 @@ def secret_data(output: str) -> dict[str, str]:
 
 @pytest.fixture
 def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A TMPDIR of the test's own, so leftovers of other processes do not count."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    """A runtime directory of the test's own (the first place private copies go), so leftovers of
+    other processes do not count."""
+    tmp = tmp_path / "runtime"
+    tmp.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp))
     return tmp
 
 
@@ -366,7 +398,7 @@ class TestEncryptedInputs:
     ) -> None:
         generator_app(tmp_path)
         hook = FakeSops()
-        output = await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
+        output = await built_text(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
         assert secret_data(output) == {
             "PASSWORD": "hunter2-dotenv",
             "MODE": "plain",
@@ -391,7 +423,9 @@ class TestEncryptedInputs:
                 "overlay/kustomization.yaml": "namespace: prod\nnamePrefix: p-\nresources: [../base]\n",
             },
         )
-        output = await build(tmp_path / "overlay", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops())
+        output = await built_text(
+            tmp_path / "overlay", root=tmp_path, binary=kustomize_bin, decrypt=FakeSops()
+        )
         (built,) = yaml.safe_load_all(output)
         assert built["metadata"] == {"name": "p-db", "namespace": "prod"}
         assert built["data"] == {"pw": "aHVudGVy"}
@@ -409,7 +443,7 @@ class TestEncryptedInputs:
             },
         )
         hook = FakeSops()
-        output = await build(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
+        output = await built_text(tmp_path / "app", root=tmp_path, binary=kustomize_bin, decrypt=hook)
         assert secret_data(output) == {"A": "from-txt", "B": "plain"}
         assert hook.calls == ["dotenv"]
 
@@ -469,7 +503,7 @@ class TestThePrivateCopy:
         stand_in = tmp_path / "stand-in-kustomize"  # reports what it was given instead of building
         stand_in.write_text('#!/bin/sh\nstat -c "%a" "$4/creds.env" "$4/../.."\ncat "$4/creds.env"\n')
         stand_in.chmod(0o755)
-        output = await build(tmp_path / "app", root=tmp_path, binary=stand_in, decrypt=FakeSops())
+        output = await built_text(tmp_path / "app", root=tmp_path, binary=stand_in, decrypt=FakeSops())
         assert output.splitlines() == ["600", "700", "PASSWORD=hunter2-dotenv"]
         assert leftovers(private_tmp) == []
 

@@ -24,7 +24,18 @@ DOORS = {
     "prometheus_client": {"api/metrics.py"},
     "yaml": {"util/yamldoc.py"},
     "subprocess": {"render/kustomize.py", "secrets/binary.py"},
-    "aiohttp": {"kube/client.py", "api/http.py", "api/control.py", "source/github_app.py"},
+    # The HTTP server: its lifecycle and fixed endpoints (http), the web UI and API routes (routes);
+    # notifications POST to webhooks and forges (notify/post).
+    "aiohttp": {
+        "kube/client.py",
+        "api/http.py",
+        "api/routes.py",
+        "api/control.py",
+        "source/github_app.py",
+        "notify/post.py",
+    },
+    "apprise": {"notify/chat.py"},
+    "mcp": {"mcp/server.py"},
 }
 #: The composition root wires every stage together, the HTTP surface included.
 COMPOSITION_ROOT = {"daemon/root.py"}
@@ -40,7 +51,9 @@ PIPELINE = [
     "reconcile",
     "shard",
     "daemon",
+    "notify",
     "api",
+    "mcp",
     "cli",
 ]
 

@@ -7,6 +7,7 @@ calls the daemon makes, and parse what a scrape returns.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import fleetd.api.metrics
 from fleetd.api.metrics import exposition, registry
 from fleetd.daemon.state import FleetState
-from fleetd.inventory import load_fleet
+from fleetd.inventory import Notification, TargetKind, load_fleet
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.source import DiskUsage
 from tests.fleetstate import fleet_state
@@ -82,6 +83,9 @@ def populated(tmp_path: Path, *, sharded: bool = False) -> FleetState:
     state.fetched(1.0, revision="r1", ref="branch main", message="first")
     state.webhook("github", "accepted")
     state.source.disk = DiskUsage(mirror_bytes=4096, snapshot_bytes=8192, snapshots=1)
+    chat = Notification(name="chat", kind=TargetKind.APPRISE, url="json://127.0.0.1/hook")
+    state.inventory(dataclasses.replace(state.fleet, notifications=(chat,)), None)
+    state.notifications[("chat", "sent")] += 1
     return state
 
 
@@ -253,6 +257,45 @@ def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert not result.stdout.strip(), result.stdout.decode()  # no lint remarks either
+
+
+def test_every_sync_of_the_inventory_has_one_status_info_series_in_the_style_of_flux(tmp_path: Path) -> None:
+    state = fleet_state(tmp_path)
+    state.record("a", outcome(revision="r1"))
+    state.record("a", outcome(Result.FAILED, sync="t", revision="r2"))
+    state.set_suspended("b", "t", True)
+    info = {
+        (dict(labels)["cluster"], dict(labels)["sync"]): dict(labels)
+        for name, labels in series(state)
+        if name == "fleetd_sync_status_info"
+    }
+    assert set(info) == {("a", "s"), ("a", "t"), ("b", "s"), ("b", "t")}
+    assert info[("a", "s")] == {
+        "cluster": "a",
+        "sync": "s",
+        "revision": "r1",
+        "ready": "True",
+        "suspended": "false",
+        "reason": "ready",
+    }
+    assert (info[("a", "t")]["ready"], info[("a", "t")]["reason"], info[("a", "t")]["revision"]) == (
+        "False",
+        "failed",
+        "r2",
+    )
+    assert (info[("b", "s")]["ready"], info[("b", "s")]["reason"], info[("b", "s")]["revision"]) == (
+        "Unknown",
+        "pending",
+        "",
+    )
+    assert info[("b", "t")]["suspended"] == "true"
+
+
+def test_notification_counters_show_only_notifications_of_the_inventory(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    state.notifications[("gone", "sent")] += 3
+    assert value(state, "fleetd_notifications_total", notification="chat", result="sent") == 1
+    assert not [labels for name, labels in series(state) if ("notification", "gone") in labels]
 
 
 # -- sharding ------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import yaml
 
 from fleetd.errors import FleetdError
 from fleetd.inventory.model import Decryption
-from fleetd.render import manifests as render_module
-from fleetd.render.manifests import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
+from fleetd.render import Decrypt, Loaded, RenderCache, RenderError, RenderResult, render
+from fleetd.render import pipeline as render_module
 from fleetd.secrets.decryptor import decryptor
 from testbed.build import toolset
 
@@ -108,36 +108,35 @@ class TestPlainDirectories:
         assert [r.item for r in result.objects] == [1, 2]
 
     @pytest.mark.parametrize(
-        ("text", "problem"),
+        ("text", "problem", "line"),
         [
-            ("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", "missing metadata.name"),
-            ("kind: ConfigMap\nmetadata: {name: x}\n", "missing apiVersion"),
-            ("just a string\n", "is a string, not a Kubernetes object"),
-            ("- a\n- b\n", "is a list, not a Kubernetes object"),
+            ("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", "missing metadata.name", 9),
+            ("kind: ConfigMap\nmetadata: {name: x}\n", "missing apiVersion", 7),
+            ("just a string\n", "is a string, not a Kubernetes object", 7),
+            ("- a\n- b\n", "is a list, not a Kubernetes object", 7),
         ],
     )
-    async def test_a_document_that_is_not_an_object_is_an_error_naming_file_and_document(
-        self, tmp_path: Path, text: str, problem: str
+    async def test_a_document_that_is_not_an_object_is_an_error_naming_file_document_and_line(
+        self, tmp_path: Path, text: str, problem: str, line: int
     ) -> None:
         write(tmp_path, {"app/web.yaml": config_map("ok") + "---\n" + text})
         with pytest.raises(RenderError, match=problem) as caught:
             await rendered(tmp_path)
-        assert (caught.value.file, caught.value.document) == ("app/web.yaml", 2)
-        assert str(caught.value).startswith("app/web.yaml (document 2")
+        assert (caught.value.file, caught.value.document, caught.value.line) == ("app/web.yaml", 2, line)
+        assert str(caught.value).startswith(f"app/web.yaml:{line} (document 2")
 
     async def test_a_bad_list_item_is_located_by_document_and_item(self, tmp_path: Path) -> None:
         items = [yaml.safe_load(config_map("one")), {"kind": "ConfigMap"}]
         write(
             tmp_path, {"app/list.yaml": yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items})}
         )
-        with pytest.raises(RenderError, match=r"^app/list.yaml \(document 1, item 2, ConfigMap\)"):
+        with pytest.raises(RenderError, match=r"^app/list.yaml:\d+ \(document 1, item 2, ConfigMap\)"):
             await rendered(tmp_path)
 
     async def test_invalid_yaml_is_an_error_with_file_document_and_line(self, tmp_path: Path) -> None:
         write(tmp_path, {"app/web.yaml": config_map("ok") + "---\nkind: ConfigMap: x\n"})
-        with pytest.raises(
-            RenderError, match=r"app/web.yaml \(document 2\): invalid YAML at line 7: mapping"
-        ):
+        expected = r"^app/web.yaml:7 \(document 2\): invalid YAML: mapping values .* \(column 16\)"
+        with pytest.raises(RenderError, match=expected):
             await rendered(tmp_path)
 
     async def test_duplicate_keys_are_an_error_instead_of_a_silent_last_wins(self, tmp_path: Path) -> None:
@@ -163,8 +162,8 @@ class TestPlainDirectories:
         with pytest.raises(RenderError) as caught:
             await rendered(tmp_path)
         message = str(caught.value)
-        assert message.startswith("app/z/b.yaml (document 2, ConfigMap demo/web): defined twice")
-        assert "also in app/a.yaml (document 1)" in message
+        assert message.startswith("app/z/b.yaml:8 (document 2, ConfigMap demo/web): defined twice")
+        assert "also in app/a.yaml:1 (document 1)" in message
 
     async def test_the_same_name_in_other_kinds_or_namespaces_is_no_duplicate(self, tmp_path: Path) -> None:
         secret = config_map("web", "demo").replace("ConfigMap", "Secret")
@@ -282,7 +281,7 @@ class TestVariables:
         with pytest.raises(RenderError) as caught:
             await rendered(tmp_path)
         assert str(caught.value).startswith(
-            "app/web.yaml (document 2, ConfigMap demo/web): undefined variables ${domain}, ${zone} — "
+            "app/web.yaml:7 (document 2, ConfigMap demo/web): undefined variables ${domain}, ${zone} — "
             "define them in the cluster's [variables] or give a default: ${domain:=<default>}"
         )
         assert caught.value.object_ref == "v1/ConfigMap demo/web"
@@ -606,6 +605,20 @@ class TestCache:
         one, two = await self.get(cache, tmp_path, v="1"), await self.get(cache, tmp_path, v="2")
         assert (one.objects[0].obj["data"], two.objects[0].obj["data"]) == ({"value": "1"}, {"value": "2"})
         assert (len(cache), len(loads)) == (2, 1)
+
+    async def test_results_for_two_namespaces_share_unchanged_parts_but_never_their_metadata(
+        self, tmp_path: Path
+    ) -> None:
+        write(tmp_path, {"app/web.yaml": config_map("web", static="same", dynamic="${v}")})
+        cache = RenderCache()
+        args = (tmp_path, REVISION, PurePosixPath("app"), {"v": "1"})
+        (one,) = (await cache.get(*args, "one")).objects
+        (two,) = (await cache.get(*args, "two")).objects
+        assert (one.obj["metadata"]["namespace"], two.obj["metadata"]["namespace"]) == ("one", "two")
+        assert one.obj["data"] == two.obj["data"] == {"static": "same", "dynamic": "1"}
+        (three,) = (await cache.get(tmp_path, REVISION, PurePosixPath("app"), {"v": "3"}, None)).objects
+        assert "namespace" not in three.obj["metadata"]
+        assert three.obj["data"]["dynamic"] == "3"
 
     async def test_an_error_is_remembered_for_its_key_without_poisoning_others(
         self, tmp_path: Path, loads: list[str]
