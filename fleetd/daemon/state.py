@@ -173,6 +173,12 @@ class FleetState:
         """Whether this replica serves ``cluster`` now (always, unless replicas share the fleet)."""
         return self.shard is None or cluster in self.shard.owned
 
+    def owner_of(self, cluster: str) -> str | None:
+        """When replicas share the fleet: the replica serving ``cluster`` now, as far as this one knows."""
+        if self.shard is None:
+            return None
+        return self.shard.identity if self.owns(cluster) else self.shard.holders.get(cluster)
+
     def drifted_count(self, cluster: str, sync: str) -> int:
         return len(self.drifted.get((cluster, sync), {}))
 

@@ -116,5 +116,5 @@ def _cluster(state: FleetState, name: str, snapshot_for: Callable[[str], Snapsho
         "reachable": health.reachable, "last_error": health.last_error, "syncs": syncs,
     }  # fmt: skip
     if state.shard is not None:
-        row["owner"] = state.shard.identity if state.owns(name) else state.shard.holders.get(name)
+        row["owner"] = state.owner_of(name)
     return row

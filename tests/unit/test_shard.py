@@ -9,7 +9,12 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
+from fleetd.api.v1 import overview
 from fleetd.daemon.status import status_document
 from fleetd.errors import InventoryError
 from fleetd.inventory import Cluster, load_fleet
@@ -20,6 +25,7 @@ from fleetd.shard.view import LeaseView
 from tests.fleetstate import fleet_state
 
 pytestmark = pytest.mark.timeout(30)
+OPENAPI = yaml.safe_load((Path(__file__).parents[2] / "fleetd/api/openapi.yaml").read_text())
 
 FLEET = '[fleet]\nname = "f"\n\n[source]\nurl = "https://example.com/fleet.git"\n'
 
@@ -302,3 +308,18 @@ def test_the_status_document_of_a_replica_names_its_clusters_the_replicas_and_ea
     }
     assert {c["name"]: c["owner"] for c in doc["clusters"]} == {"a": "hub-a", "b": "hub-b"}
     assert "sharding" not in status_document(fleet_state(tmp_path / "alone"), lambda _: None)
+
+
+def test_the_web_apis_overview_of_a_replica_matches_the_openapi_file(tmp_path: Path) -> None:
+    state = fleet_state(tmp_path, replica="hub-a")
+    state.shard_member(True, None)
+    state.shard_gained("a", None)
+    state.shard_lost("a", "the membership could not be renewed in time")
+    mine = {"a": "hub-a"}
+    state.shard_seen(owned={"a"}, live={"hub-a"}, gone={"hub-b"}, holders=mine, assigned=mine)
+    doc = overview(state)
+    assert [c.get("owner") for c in doc["clusters"]] == ["hub-a", None]
+    registry = Registry().with_resource("openapi", Resource.from_contents(OPENAPI, DRAFT202012))
+    for value, schema in [(doc, "Overview"), *((e.to_json(), "Event") for e in state.events())]:
+        validator = Draft202012Validator({"$ref": f"openapi#/components/schemas/{schema}"}, registry=registry)
+        assert not list(validator.iter_errors(value)), schema
