@@ -13,7 +13,10 @@ Leases last 3 s, renewed every second, so failover is bounded by 4 s.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +82,21 @@ async def test_every_spoke_is_owned_by_exactly_one_replica_and_only_that_replica
         seen = doc["sharding"]["clusters"]
         assert {c: v["holder"] for c, v in seen.items()} == owners, f"{identity} sees other holders"
         assert {r["name"] for r in doc["sharding"]["replicas"] if r["live"]} == {"hub-a", "hub-b", "hub-c"}
+    rows, text = await asyncio.gather(fleetd_status(fleet, "hub-a", "--json"), fleetd_status(fleet, "hub-a"))
+    assert {r["cluster"]: r["owner"] for r in json.loads(rows)} == owners
+    assert "replicas: hub-a (this one) live" in text
+    assert "hub-b live" in text
+
+
+async def fleetd_status(fleet: ShardedFleet, identity: str, *flags: str) -> str:
+    """``fleetd status`` with a replica's inventory, as an operator on that hub runs it."""
+    config = str(fleet.replicas[identity].config)
+    argv = [sys.executable, "-m", "fleetd", "status", "--config", config, *flags]
+    done = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 async def test_a_killed_replicas_clusters_converge_under_the_others_within_lease_plus_renew_period_and_a_commit_during_the_failover_reaches_every_spoke(  # noqa: E501 - the test says what it checks
