@@ -247,12 +247,12 @@ class Coordinator:
     # -- balancing ------------------------------------------------------------------
 
     async def _balance(self, api: LeaseApi) -> None:
-        if self._watch is not None and not self._watch.synced.is_set():
-            self.view.relisted(await api.list())  # the watch is down: read the Leases directly
         self._drop_lost()
         for cluster in sorted(self._serving - set(self.held) - self._departing):
             await self._stop(cluster)
             self._serving.discard(cluster)
+        if self._watch is not None and not self._watch.synced.is_set():
+            self.view.relisted(await api.list())  # the watch is down: read the Leases directly
         wanted = self._wanted = self._assignment()
         if self.member.valid() and time.monotonic() >= self.member.joined_at + self._period:
             leaving = [c for c in self.held if c not in self._departing and wanted.get(c) != self.identity]

@@ -17,7 +17,7 @@ flight. Renewals that fail are counted; when none succeeds before
 every cluster.
 
 **Epochs.** `epoch` grows whenever continuity breaks: a rejoin, or a
-renewal that succeeds only after `valid_until` had passed. Clusters held
+renewal whose answer arrives only after `valid_until` had passed. Clusters held
 under an older epoch are lost — someone may have taken them meanwhile —
 and must be acquired again, conditionally, before anything is written.
 
@@ -151,7 +151,9 @@ class Membership:
         self._took(lease, sent, joined=False)
 
     def _took(self, lease: Lease, sent: float, *, joined: bool) -> None:
-        if joined or sent >= self.valid_until:  # continuity broke: clusters held before are lost
+        # Continuity holds only if this renewal was *confirmed* while the last one was still valid:
+        # otherwise another replica may have taken a cluster meanwhile, so every cluster is lost.
+        if joined or time.monotonic() >= self.valid_until:
             self.epoch += 1
             self.joined_at = time.monotonic()
         self.lease, self.renewed_at = lease, sent
