@@ -236,11 +236,13 @@ class Coordinator:
                 await self._wake.wait()
 
     def _next_wake(self) -> float:
-        """Seconds until something is due: a renew period, a lapse, the settling, an expected expiry."""
+        """Seconds until something is due: a renew period, a lapse, the settling, the moment another
+        replica counts as gone (its clusters are reassigned then, not at the next period)."""
         now = time.monotonic()
         due = [now + self._period]
         if self.member.valid():
             due += [self.member.valid_until, self.member.joined_at + self._period]
+            due += self.view.expiries(self._duration)
             due += [self.view.gone_at(lease.holder, self._duration) for lease in self._waiting_for()]
         return max(0.01, min(t for t in due if t > now) - now)
 

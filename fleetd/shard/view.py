@@ -132,6 +132,15 @@ class LeaseView:
             return True
         return self._clock() - member.since >= duration
 
+    def expiries(self, duration: float) -> list[float]:
+        """Monotonic times at which each live replica counts as gone if it renews no more."""
+        now = self._clock()
+        return [
+            s.since + duration
+            for s in self.leases("replica")
+            if s.lease is not None and s.lease.holder and now - s.since < duration
+        ]
+
     def gone_at(self, holder: str, duration: float) -> float:
         """Monotonic time at which `holder_gone` turns true if nothing changes."""
         return self.seen("replica", replica_of(holder)).since + duration

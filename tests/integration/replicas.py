@@ -104,6 +104,8 @@ class ShardedFleet:
     spokes: list[Spoke]
     lease_duration: int = 3
     renew_period: float = 1.0
+    extra: int = 0
+    """ConfigMaps in the sync beyond the two the tests look at (for benchmarks)."""
     name: str = field(default_factory=lambda: unique("shard"))
     namespace: str = field(default_factory=lambda: unique("sharded"))
     replicas: dict[str, Replica] = field(default_factory=dict)
@@ -118,10 +120,13 @@ class ShardedFleet:
 
     def commit(self, version: str) -> str:
         """Commit a namespace and two ConfigMaps at ``version``; returns the revision."""
+        ns = self.namespace
+        extra = {f"apps/x-{i}.yaml": configmap(f"x-{i}", ns, {"n": str(i)}) for i in range(self.extra)}
         self.repo.write({
             "apps/ns.yaml": namespace_doc(self.namespace),
             "apps/a.yaml": configmap("a", self.namespace, {"version": version}),
             "apps/b.yaml": configmap("b", self.namespace, {"version": version}),
+            **extra,
         })  # fmt: skip
         self.revision = self.repo.commit(f"version {version}")
         return self.revision
