@@ -2,7 +2,7 @@
 
 Workload (defaults): one management API server and 6 spokes (audit logs on),
 3 fleetd replicas as processes (``tests/integration/replicas.py``), one sync
-of 2 + ``--extra`` ConfigMaps per spoke, leases of 3 s renewed every second.
+of 2 + ``--extra`` ConfigMaps per spoke, leases of 4 s renewed every second.
 
 1. idle: per replica and minute, requests to the management cluster (from
    its audit log, by verb) and to the spokes (fleetd's own counters), CPU
@@ -106,12 +106,15 @@ def pid(replica: Replica) -> int:
     return replica.process.pid
 
 
-async def settled(fleet: ShardedFleet) -> None:
-    """Every spoke owned as rendezvous over the running replicas says, and ready."""
+async def settled(fleet: ShardedFleet, restarted: Replica | None = None, since: float = 0.0) -> None:
+    """Every spoke owned as rendezvous over the running replicas says, and ready — the restarted
+    replica's clusters reconciled by it since ``since`` — then a second of quiet."""
     want = assign(dict.fromkeys(s.name for s in fleet.spokes), [r.identity for r in fleet.running()])
+    back = [c for c, o in want.items() if restarted is not None and o == restarted.identity]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if await fleet.converged(want) == want:
+        if await fleet.converged(want) == want and await fleet.converged(back, since=since) is not None:
+            await asyncio.sleep(1.0)
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the fleet did not settle")
@@ -176,6 +179,8 @@ async def run(args: argparse.Namespace) -> None:
             fleet.reap_all()
         bad = unfenced_writes(fleet)
         print(f"audit: {len(bad)} write(s) to a spoke by a replica not holding its Lease")
+        lapses = sum(r.log().count("could not be renewed in time") for r in fleet.replicas.values())
+        print(f"clusters dropped because a membership renewal was not answered in time: {lapses}")
     finally:
         bed.stop()
 
@@ -198,8 +203,9 @@ async def phases(fleet: ShardedFleet, args: argparse.Namespace) -> None:
         print(f"  kill {i + 1}: {victim.identity} ({n} clusters) owned elsewhere after {took_owned:.2f}s, "
               f"ready there after {took_ready:.2f}s")  # fmt: skip
         victim.reap()
+        restarted = time.time()
         fleet.start(victim.identity)
-        await settled(fleet)
+        await settled(fleet, fleet.replicas[victim.identity], restarted)
     print("  " + summary("owned elsewhere", owned))
     print("  " + summary("ready elsewhere", ready))
     print(f"3. hand-off: {args.stops} x SIGTERM")
@@ -214,8 +220,9 @@ async def phases(fleet: ShardedFleet, args: argparse.Namespace) -> None:
         print(f"  stop {i + 1}: {victim.identity} ({n} clusters) owned elsewhere after {took_owned:.2f}s, "
               f"ready there after {took_ready:.2f}s")  # fmt: skip
         victim.reap()
+        restarted = time.time()
         fleet.start(victim.identity)
-        await settled(fleet)
+        await settled(fleet, fleet.replicas[victim.identity], restarted)
     print("  " + summary("owned elsewhere", owned))
     print("  " + summary("ready elsewhere", ready))
     print("4. one replica serves every spoke")
@@ -242,7 +249,7 @@ def main() -> None:
     parser.add_argument("--stops", type=int, default=5)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
     parser.add_argument("--extra", type=int, default=48, help="ConfigMaps per spoke beyond the first two")
-    parser.add_argument("--lease", type=int, default=3, help="lease_duration, whole seconds")
+    parser.add_argument("--lease", type=int, default=4, help="lease_duration, whole seconds")
     parser.add_argument("--renew", type=float, default=1.0, help="renew_period, seconds")
     put_tools_on_path()
     asyncio.run(run(parser.parse_args()))

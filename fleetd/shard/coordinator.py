@@ -153,7 +153,7 @@ class Coordinator:
         self._serving.discard(cluster)
         lease = self.view.seen("cluster", cluster).lease
         if self._api is not None and lease is not None and lease.holder == self.holder:
-            with contextlib.suppress(Conflict, KubeError):
+            with contextlib.suppress(KubeError):  # a Lease left behind is deleted by nobody: harmless
                 await self._api.delete(lease)
 
     # -- running ----------------------------------------------------------------------

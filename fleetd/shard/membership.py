@@ -78,15 +78,17 @@ class Membership:
         return self.lease is not None and time.monotonic() < self.valid_until
 
     async def run(self, api: LeaseApi) -> None:
-        """Join, then renew every period, until cancelled."""
+        """Join, then renew every period, until cancelled; a failed renewal is retried twice as often."""
         while True:
+            attempt = time.monotonic()
             try:
                 await (self._renew(api) if self.lease is not None else self._join(api))
             except KubeError as exc:
                 self._failed(str(exc))
-            due = (
-                self.renewed_at + self._period if self.lease is not None else time.monotonic() + self._period
-            )
+            if self.lease is None:
+                due = attempt + self._period
+            else:  # the next renewal, but never a busy loop against a management cluster that refuses
+                due = max(self.renewed_at + self._period, attempt + self._period / 2)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     async def leave(self, api: LeaseApi) -> None:
@@ -127,8 +129,9 @@ class Membership:
     def _wait_for(self, current: Lease) -> None:
         if not self._waiting_logged:
             log.warning(
-                "replica identity %s is held by another process (%s); waiting until it renews no more "
-                "(is a second fleetd running with this identity?)", self.identity, current.holder,
+                "replica identity %s is still held by %s — an earlier run that did not stop cleanly, or a "
+                "second fleetd with this identity; joining once it has not renewed for %gs",
+                self.identity, current.holder, self._duration,
             )  # fmt: skip
             self._record.shard_member(False, f"identity {self.identity} is held by {current.holder}")
             self._waiting_logged = True
@@ -138,8 +141,10 @@ class Membership:
     async def _renew(self, api: LeaseApi) -> None:
         assert self.lease is not None
         sent = time.monotonic()
+        # A slow answer that still arrives while the last renewal is valid keeps the clusters: wait that long.
+        timeout = max(self._period / 2, self.valid_until - sent)
         try:
-            lease = await api.replace(self.lease, holder=self.holder, timeout=max(1.0, self._period))
+            lease = await api.replace(self.lease, holder=self.holder, timeout=timeout)
         except (Conflict, NotFound) as exc:
             current = await api.get("replica", self.identity)
             if current is not None and current.holder == self.holder:  # our own write that timed out

@@ -102,7 +102,7 @@ class ShardedFleet:
     directory: Path
     management: Spoke
     spokes: list[Spoke]
-    lease_duration: int = 3
+    lease_duration: int = 4
     renew_period: float = 1.0
     extra: int = 0
     """ConfigMaps in the sync beyond the two the tests look at (for benchmarks)."""
