@@ -139,3 +139,46 @@ async def test_a_replica_cut_off_from_the_management_cluster_stops_writing_befor
             return (await get(spoke, path) or {}).get("data") == {"v": "git"}
 
         await eventually(corrected, "the replica rejoins, takes its cluster back and corrects it", timeout=30)
+
+
+async def test_a_cluster_removed_from_a_sharded_fleet_is_pruned_by_its_owner_under_its_lease(
+    spokes: list[Spoke], spare_spoke: Spoke, namespace: str, tmp_path: Path
+) -> None:
+    management, spoke = spare_spoke, spokes[1]
+    leases = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}}
+    management.request("POST", "/api/v1/namespaces", leases)
+    repo = WorkRepo(tmp_path / "repo").write({"apps/cm.yaml": configmap("cm", namespace, {"v": "git"})})
+    revision = repo.commit("one ConfigMap")
+    sharding = (
+        f'\n[fleet.sharding]\nkubeconfig = "{management.kubeconfig}"\nnamespace = "{LEASE_NAMESPACE}"\n'
+        'identity = "solo"\nlease_duration = "3s"\nrenew_period = "1s"\n'
+    )
+    name = unique("gone")
+    config = write_fleet(
+        tmp_path, repo=repo.path, clusters={spoke.name: spoke.kubeconfig}, name=name,
+        syncs=[{"name": "apps", "path": "apps"}], fleet_extra=sharding,
+    )  # fmt: skip
+    config.write_text(
+        config.read_text().replace(
+            "[fleet]\n", '[fleet]\nprune_removed_clusters = true\nprune_grace = "1s"\n'
+        )
+    )
+    lease = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{name}.cluster.{spoke.name}"
+    async with running(config) as daemon:
+
+        async def ready() -> bool:
+            status = daemon.state.status(spoke.name, "apps")
+            return status is not None and status.revision == revision and status.result == "ready"
+
+        await eventually(ready, "the replica serves its cluster")
+        assert await get(management, lease) is not None
+        (config.parent / f"{spoke.name}.toml").unlink()
+        assert await daemon.reload()
+
+        async def pruned_and_released() -> bool:
+            gone = await get(spoke, f"/api/v1/namespaces/{namespace}/configmaps/cm") is None
+            return gone and await get(management, lease) is None
+
+        await eventually(
+            pruned_and_released, "the removed cluster pruned, then its Lease deleted", timeout=30
+        )
