@@ -27,15 +27,12 @@ def fleet_state(
         kubeconfigs[name] = tmp_path / f"{name}.kubeconfig"
         kubeconfigs[name].write_text("apiVersion: v1\nkind: Config\n")
     (tmp_path / "apps").mkdir(exist_ok=True)
+    management = tmp_path / "management.kubeconfig"  # read only when a replica runs, never here
+    sharding = f'\n[fleet.sharding]\nkubeconfig = "{management}"\nidentity = "{replica}"\n' if replica else ""
     config = write_fleet(
-        tmp_path, repo=tmp_path / "repo", clusters=kubeconfigs,
+        tmp_path, repo=tmp_path / "repo", clusters=kubeconfigs, fleet_extra=sharding,
         syncs=[{"name": s, "path": "apps"} for s in syncs],
     )  # fmt: skip
-    if replica is not None:
-        management = tmp_path / "management.kubeconfig"
-        management.write_text("apiVersion: v1\nkind: Config\n")
-        with config.open("a") as toml:
-            toml.write(f'\n[fleet.sharding]\nkubeconfig = "{management}"\nidentity = "{replica}"\n')
     fleet = load_fleet(config)
     return FleetState(fleet, StateStore(fleet.state_dir))
 
