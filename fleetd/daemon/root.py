@@ -208,13 +208,14 @@ class Daemon:
         return status_document(self.state, self._snapshot_for)
 
     def describe(self) -> str:
-        """One line for ``systemctl status``: revision, reachable clusters, ready syncs."""
+        """One line for ``systemctl status``: revision, reachable clusters, ready syncs (of those served)."""
         current = self.revisions.current
         if current is None:
             return "waiting for the first fetch of the source"
-        names = [c.name for c in self.fleet.clusters]
+        served = [c for c in self.fleet.clusters if self.state.owns(c.name)]
+        names = [c.name for c in served]
         reachable = sum(1 for n in names if self.state.cluster(n).reachable)
-        keys = [(c.name, s.name) for c in self.fleet.clusters for s in c.syncs]
+        keys = [(c.name, s.name) for c in served for s in c.syncs]
         ready = sum(
             1 for k in keys if (st := self.state.statuses.get(k)) is not None and st.result == "ready"
         )
