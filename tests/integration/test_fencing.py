@@ -182,3 +182,27 @@ async def test_a_cluster_removed_from_a_sharded_fleet_is_pruned_by_its_owner_und
         await eventually(
             pruned_and_released, "the removed cluster pruned, then its Lease deleted", timeout=30
         )
+
+
+async def test_a_replica_whose_management_kubeconfig_is_missing_serves_nothing_says_why_and_keeps_running(
+    tmp_path: Path,
+) -> None:
+    repo = WorkRepo(tmp_path / "repo").write({"apps/cm.yaml": configmap("cm", "default", {"v": "git"})})
+    repo.commit("one ConfigMap")
+    sharding = f'\n[fleet.sharding]\nkubeconfig = "{tmp_path / "missing.kubeconfig"}"\nidentity = "lost"\n'
+    config = write_fleet(
+        tmp_path, repo=repo.path, clusters={"edge": tmp_path / "edge.kubeconfig"}, name=unique("lost"),
+        syncs=[{"name": "apps", "path": "apps"}], fleet_extra=sharding,
+    )  # fmt: skip
+    async with running(config) as daemon:
+
+        async def explained() -> bool:
+            shard = daemon.state.shard
+            return shard is not None and "missing.kubeconfig" in (shard.error or "")
+
+        await eventually(explained, "the status says why the replica serves nothing")
+        doc = daemon.status_document()
+        assert doc["sharding"]["member"] is False
+        assert doc["sharding"]["owned"] == []
+        assert daemon.healthy()
+        assert daemon.workers["edge"].reconciler is None  # no worker runs for a cluster it does not own
