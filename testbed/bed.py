@@ -9,7 +9,13 @@ fake node, so Deployments roll out and become Available.
 Per spoke two kubeconfigs are written: ``<name>.kubeconfig`` (user
 ``fleetd-admin`` in ``system:masters``) and ``<name>-viewer.kubeconfig``
 (user ``fleetd-viewer``, allowed only to get, list and watch),
-the latter for RBAC and impersonation tests.
+the latter for RBAC and impersonation tests. `Spoke.user_kubeconfig` makes
+more users on demand (one per fleetd replica, so audit logs tell them apart).
+
+``audit=True`` (`TestBed.add_spokes`) turns on the API server's audit log
+(`Spoke.audit_log`, JSON lines; policy in ``audit-policy.yaml``): every write,
+and every request on Leases, with the user who sent it — proof of who wrote
+what.
 
 Teardown is always complete: :meth:`TestBed.stop` is idempotent, registered
 with :mod:`atexit`, and children die with their parent anyway (see
@@ -58,6 +64,9 @@ class Spoke:
     viewer_kubeconfig: Path
     processes: list[Process] = field(default_factory=list)
     full: bool = False
+    audit_log: Path | None = None
+    """The API server's audit log (JSON lines), when the spoke was started with ``audit=True``."""
+    client_ca: certs.Authority | None = field(default=None, repr=False)
 
     @property
     def server(self) -> str:
@@ -85,6 +94,16 @@ class Spoke:
         with urllib.request.urlopen(req, timeout=timeout, context=self._ssl()) as resp:  # noqa: S310 - https to our own apiserver
             raw = resp.read()
         return json.loads(raw) if raw.startswith((b"{", b"[")) else raw.decode()
+
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ("system:masters",)) -> Path:
+        """A kubeconfig (written next to the others) for a new client-certificate user of this spoke."""
+        assert self.client_ca is not None
+        pair = certs.client_pair(self.client_ca, user, groups)
+        path = self.kubeconfig.with_name(f"{self.name}-{user}.kubeconfig")
+        ca = (self.directory / "serving-ca.crt").read_bytes()
+        return certs.write_kubeconfig(
+            path, name=self.name, server=self.server, ca_pem=ca, client=pair, user=user
+        )
 
     def ready(self) -> bool:
         try:
@@ -157,9 +176,9 @@ class TestBed:
 
     # -- spokes ------------------------------------------------------------
 
-    def add_spokes(self, names: Iterable[str], *, full: bool = False) -> list[Spoke]:
-        """Create spokes on the running etcd and wait until they are all ready."""
-        new = [self._create_spoke(n, full=full) for n in names]
+    def add_spokes(self, names: Iterable[str], *, full: bool = False, audit: bool = False) -> list[Spoke]:
+        """Create spokes on the running etcd and wait until all are ready (``audit``: with audit logs)."""
+        new = [self._create_spoke(n, full=full, audit=audit) for n in names]
         for spoke in new:
             spoke.apiserver.start()
         with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
@@ -192,7 +211,7 @@ class TestBed:
         self.stop_spoke(name)
         del self.spokes[name]
 
-    def _create_spoke(self, name: str, *, full: bool) -> Spoke:
+    def _create_spoke(self, name: str, *, full: bool, audit: bool = False) -> Spoke:
         if name in self.spokes:
             raise TestBedError(f"spoke {name!r} exists already")
         directory = self.workdir / "spokes" / name
@@ -205,6 +224,7 @@ class TestBed:
             kubeconfig=self.kubeconfig_dir / f"{name}.kubeconfig",
             viewer_kubeconfig=self.kubeconfig_dir / f"{name}-viewer.kubeconfig",
             full=full,
+            audit_log=directory / "audit.log" if audit else None,
         )
         self._write_credentials(spoke)
         spoke.processes.append(self._apiserver_process(spoke))
@@ -219,6 +239,7 @@ class TestBed:
         )
         (d / "serving-ca.crt").write_bytes(serving_ca.pem)
         (d / "client-ca.crt").write_bytes(client_ca.pem)
+        spoke.client_ca = client_ca
         certs.serving_pair(serving_ca).write(d, "serving")
         admin = certs.client_pair(client_ca, ADMIN_USER, ("system:masters",))
         admin.write(d, "admin")
@@ -285,6 +306,13 @@ class TestBed:
             "--endpoint-reconciler-type=none",
             "--v=0",
         ]
+        if spoke.audit_log is not None:
+            argv += [
+                f"--audit-policy-file={Path(__file__).with_name('audit-policy.yaml')}",
+                f"--audit-log-path={spoke.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+            ]
         return Process(f"{spoke.name}-kube-apiserver", argv, self._log(f"{spoke.name}-kube-apiserver"))
 
     def _full_processes(self, spoke: Spoke) -> list[Process]:

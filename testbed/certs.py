@@ -40,7 +40,7 @@ class KeyPair:
 
 
 @dataclass(frozen=True, slots=True)
-class _Authority:
+class Authority:
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
 
@@ -76,7 +76,7 @@ def _builder(
     )
 
 
-def new_authority(common_name: str) -> _Authority:
+def new_authority(common_name: str) -> Authority:
     key = _key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
@@ -98,11 +98,11 @@ def new_authority(common_name: str) -> _Authority:
         )
         .sign(key, hashes.SHA256())
     )
-    return _Authority(cert, key)
+    return Authority(cert, key)
 
 
 def _issue(
-    ca: _Authority, name: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
+    ca: Authority, name: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
 ) -> KeyPair:
     key = _key()
     builder = _builder(name, ca.cert.subject, key.public_key()).add_extension(
@@ -114,7 +114,7 @@ def _issue(
     return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
 
 
-def serving_pair(ca: _Authority) -> KeyPair:
+def serving_pair(ca: Authority) -> KeyPair:
     """A serving certificate valid for loopback names and addresses."""
     sans: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
@@ -126,7 +126,7 @@ def serving_pair(ca: _Authority) -> KeyPair:
     return _issue(ca, name, ExtendedKeyUsageOID.SERVER_AUTH, sans)
 
 
-def client_pair(ca: _Authority, user: str, groups: tuple[str, ...] = ()) -> KeyPair:
+def client_pair(ca: Authority, user: str, groups: tuple[str, ...] = ()) -> KeyPair:
     """A client certificate: CN is the user name, O entries are its groups."""
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
     attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]

@@ -11,17 +11,26 @@ from tests.integration.fleet import write_fleet
 
 
 def fleet_state(
-    tmp_path: Path, clusters: tuple[str, ...] = ("a", "b"), syncs: tuple[str, ...] = ("s", "t")
+    tmp_path: Path,
+    clusters: tuple[str, ...] = ("a", "b"),
+    syncs: tuple[str, ...] = ("s", "t"),
+    *,
+    replica: str | None = None,
 ) -> FleetState:
-    """A fleet state over a real inventory (clusters by syncs) and a real store."""
+    """A fleet state over a real inventory (clusters by syncs) and a real store.
+
+    ``replica``: the fleet is sharded (``[fleet.sharding]``) and this is the replica's identity.
+    """
     kubeconfigs = {}
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name in clusters:
         kubeconfigs[name] = tmp_path / f"{name}.kubeconfig"
         kubeconfigs[name].write_text("apiVersion: v1\nkind: Config\n")
     (tmp_path / "apps").mkdir(exist_ok=True)
+    management = tmp_path / "management.kubeconfig"  # read only when a replica runs, never here
+    sharding = f'\n[fleet.sharding]\nkubeconfig = "{management}"\nidentity = "{replica}"\n' if replica else ""
     config = write_fleet(
-        tmp_path, repo=tmp_path / "repo", clusters=kubeconfigs,
+        tmp_path, repo=tmp_path / "repo", clusters=kubeconfigs, fleet_extra=sharding,
         syncs=[{"name": s, "path": "apps"} for s in syncs],
     )  # fmt: skip
     fleet = load_fleet(config)

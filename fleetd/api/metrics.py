@@ -8,7 +8,9 @@ process-wide default one), and no ``*_created`` series are exposed.
 
 Cardinality is bounded on purpose: labels name clusters, syncs, kinds and a
 few closed sets of results, never individual objects. Series of a cluster
-or sync that left the inventory disappear with it.
+or sync that left the inventory disappear with it. When replicas share the
+fleet, per-cluster series come only from the replica that owns the cluster
+now (sum them across replicas), and the ``fleetd_shard_*`` families appear.
 
 | Metric | Type | Labels | Meaning |
 |---|---|---|---|
@@ -37,6 +39,12 @@ or sync that left the inventory disappear with it.
 | `fleetd_rollout_halted` | gauge 0/1 | | a wave failed at the newest revision and holds later waves back |
 | `fleetd_rollout_held` | gauge 0/1 | | an operator holds the rollout |
 | `fleetd_notifications_total` | counter | notification, result | notification deliveries, by result (8) |
+| `fleetd_shard_member` | gauge 0/1 | replica | this replica holds its membership Lease (9) |
+| `fleetd_shard_owned_clusters` | gauge | replica | clusters whose Lease this replica holds (9) |
+| `fleetd_shard_replicas` | gauge | state | replicas this one sees, live or gone (9) |
+| `fleetd_shard_lease_renew_failures_total` | counter | replica | membership renewals that failed (9) |
+| `fleetd_shard_handoffs_total` | counter | replica, kind | clusters acquired, released, lost (9) |
+| `fleetd_shard_lease_requests_total` | counter | replica, method | requests to the management cluster (9) |
 
 (1) ready, failed, waiting, suspended, held. (2) unreachable, unauthorized,
 forbidden, throttled, server, credentials (the kubeconfig's exec plugin failed or
@@ -47,7 +55,7 @@ of the inventory, ``revision`` the last one attempted (empty before any),
 ``ready`` True/False/Unknown, ``suspended`` true/false, ``reason`` the
 result (ready, failed, waiting, suspended, held, pending). (8) sent, failed
 (given up after retries, or dropped from a full queue), suppressed (held
-back by the dedup window or the rate limit).
+back by the dedup window or the rate limit). (9) only with ``[fleet.sharding]``.
 Timestamps are Unix seconds; durations are seconds, in buckets from 0.05 s
 to 5 minutes.
 """
@@ -69,6 +77,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from fleetd.daemon.state import FleetState, Histogram
+from fleetd.inventory import Cluster
 from fleetd.reconcile.outcome import Result
 from fleetd.source import redact
 
@@ -82,6 +91,7 @@ API_ERROR_KINDS: Final = frozenset(
     {"unreachable", "unauthorized", "forbidden", "throttled", "server", "credentials", "other"}
 )
 WEBHOOK_RESULTS: Final = frozenset({"accepted", "ignored", "unauthorized", "too_large", "bad_request"})
+HANDOFF_KINDS: Final = ("acquired", "released", "lost")
 _CS = ("cluster", "sync")
 
 
@@ -96,9 +106,14 @@ class FleetCollector(Collector):
         yield from self._drift()
         yield from self._clusters()
         yield from self._fleet()
+        yield from self._shard()
 
     def _assigned(self) -> list[tuple[str, str]]:
-        return [(c.name, s.name) for c in self.state.fleet.clusters for s in c.syncs]
+        return [(c.name, s.name) for c in self._owned() for s in c.syncs]
+
+    def _owned(self) -> list[Cluster]:
+        """The inventory's clusters this replica serves (all of them, unless replicas share the fleet)."""
+        return [c for c in self.state.fleet.clusters if self.state.owns(c.name)]
 
     def _syncs(self) -> Iterable[Metric]:
         state = self.state
@@ -141,7 +156,7 @@ class FleetCollector(Collector):
         labels = (*_CS, "revision", "ready", "suspended", "reason")
         info = GaugeMetricFamily("fleetd_sync_status_info", "Every sync's state, flux_resource_info style.",
                                  labels=labels)  # fmt: skip
-        for cluster in self.state.fleet.clusters:
+        for cluster in self._owned():
             held = self.state.suspended(cluster.name)
             for sync in cluster.syncs:
                 status = self.state.statuses.get((cluster.name, sync.name))
@@ -180,7 +195,7 @@ class FleetCollector(Collector):
             "fleetd_api_requests", "API requests sent.", labels=("cluster", "method")
         )
         errors = CounterMetricFamily("fleetd_api_errors", "API failures.", labels=("cluster", "kind"))
-        for cluster in self.state.fleet.clusters:
+        for cluster in self._owned():
             health = self.state.cluster(cluster.name)
             if health.reachable is not None:
                 reachable.add_metric((cluster.name,), health.reachable)
@@ -243,6 +258,36 @@ class FleetCollector(Collector):
         yield _gauge("fleetd_rollout_halted", "1 if a wave failed at the newest revision and holds later "
                      "waves back.", position.halted_at is not None)  # fmt: skip
         yield _gauge("fleetd_rollout_held", "1 if an operator holds the rollout.", position.held)
+
+    def _shard(self) -> Iterable[Metric]:
+        shard = self.state.shard
+        if shard is None:
+            return
+        me, by_replica = (shard.identity,), ("replica",)
+        member = GaugeMetricFamily("fleetd_shard_member", "1 if this replica is a member.", labels=by_replica)
+        member.add_metric(me, shard.member)
+        owned = GaugeMetricFamily("fleetd_shard_owned_clusters", "Clusters held.", labels=by_replica)
+        owned.add_metric(me, len(shard.owned))
+        replicas = GaugeMetricFamily("fleetd_shard_replicas", "Replicas this one sees.", labels=("state",))
+        replicas.add_metric(("live",), len(shard.live))
+        replicas.add_metric(("gone",), len(shard.gone))
+        failures = CounterMetricFamily(
+            "fleetd_shard_lease_renew_failures", "Membership renewals that failed.", labels=by_replica
+        )
+        failures.add_metric(me, shard.renew_failures)
+        handoffs = CounterMetricFamily(
+            "fleetd_shard_handoffs", "Clusters acquired, released, lost.", labels=(*by_replica, "kind")
+        )
+        for kind in HANDOFF_KINDS:
+            handoffs.add_metric((*me, kind), shard.handoffs[kind])
+        requests = CounterMetricFamily(
+            "fleetd_shard_lease_requests",
+            "Requests to the management cluster.",
+            labels=(*by_replica, "method"),
+        )
+        for method, n in sorted(shard.requests.items()):
+            requests.add_metric((*me, method), n)
+        yield from (member, owned, replicas, failures, handoffs, requests)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

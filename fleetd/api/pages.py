@@ -126,7 +126,8 @@ def _matrix(doc: Mapping[str, Any], ctx: Context) -> str:
         head = (
             f'<th scope="row"><a href="{url("clusters", c["name"])}">{esc(c["name"])}</a>'
             f'<span class="reach {dot}" title="{_REACH[dot]}"></span>'
-            f"<small>wave {c['wave']}{' · suspended' if c['suspended'] else ''}</small></th>"
+            f"<small>wave {c['wave']}{' · suspended' if c['suspended'] else ''}"
+            f"{' · served by ' + esc(c['owner'] or 'no replica') if 'owner' in c else ''}</small></th>"
         )
         cells = [_cell(c["name"], by_name.get(name), ctx) for name in columns]
         rows.append(f'<tr data-cluster="{esc(c["name"])}">{head}{"".join(cells)}</tr>')

@@ -31,7 +31,7 @@ from fleetd.api.inspect import Inspector
 from fleetd.daemon.events import Event, EventKind
 from fleetd.daemon.rollout import Position
 from fleetd.daemon.state import FleetState
-from fleetd.daemon.status import sync_fields
+from fleetd.daemon.status import sharding_section, sync_fields
 from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Sync
 from fleetd.reconcile.diff import SyncDiff
@@ -80,7 +80,7 @@ def sync_row(state: FleetState, cluster: Cluster, sync: Sync) -> dict[str, Any]:
 
 def cluster_row(state: FleetState, cluster: Cluster) -> dict[str, Any]:
     health = state.cluster(cluster.name)
-    return {
+    row = {
         "name": cluster.name, "wave": cluster.wave,
         "revision": state.rollout.revision_for(cluster.wave),
         "reachable": health.reachable, "last_error": health.last_error,
@@ -88,6 +88,9 @@ def cluster_row(state: FleetState, cluster: Cluster) -> dict[str, Any]:
         "labels": dict(cluster.labels),
         "syncs": [sync_row(state, cluster, s) for s in cluster.syncs],
     }  # fmt: skip
+    if state.shard is not None:  # replicas share the fleet: who serves this cluster
+        row["owner"] = state.owner_of(cluster.name)
+    return row
 
 
 def find(state: FleetState, cluster: str, sync: str | None = None) -> tuple[Cluster, Sync | None]:
@@ -130,11 +133,14 @@ def overview(state: FleetState) -> dict[str, Any]:
         "drifted_objects": sum(r["drifted"] for r in rows),
         "unreachable": sum(c["reachable"] is False for c in clusters),
     }  # fmt: skip
-    return {
+    doc = {
         "fleet": state.fleet.name, "time": time.time(), "source": source_doc(state),
         "rollout": state.position().to_json(), "summary": summary, "problems": problems(state, clusters),
         "clusters": clusters,
     }  # fmt: skip
+    if state.shard is not None:
+        doc["sharding"] = sharding_section(state.shard)
+    return doc
 
 
 def problems(state: FleetState, clusters: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -24,12 +24,13 @@ from fleetd.cli import commands
 from fleetd.cli import diff as diff_command
 from fleetd.cli import mcp as mcp_command
 from fleetd.cli.check import check_everything, render_secrets, render_table
-from fleetd.cli.status import render_status, rollout_lines
+from fleetd.cli.status import render_status, rollout_lines, shard_lines, with_owners
 from fleetd.daemon.root import serve
 from fleetd.daemon.status import status_rows
 from fleetd.daemon.store import StateStore, StoreError
 from fleetd.errors import InventoryError
 from fleetd.inventory import Fleet, load_fleet
+from fleetd.shard.ownership import read_ownership
 from fleetd.util import logs
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
@@ -160,9 +161,18 @@ def _status(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"fleetd status: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    ok = all(r["result"] == "ready" for r in rows)
+    if fleet.sharding is not None:  # rows name their owner; this replica answers for its own clusters
+        ownership = asyncio.run(read_ownership(fleet.sharding, fleet.name))
+        ok = with_owners(rows, fleet.sharding.identity, ownership)
+        lines += (
+            []
+            if args.json
+            else shard_lines(fleet.sharding.identity, ownership, [c.name for c in fleet.clusters])
+        )
     warnings = [] if args.json else [f"warning: {w}" for w in fleet.warnings]
     print(json.dumps(rows, indent=2) if args.json else "\n".join([render_status(rows), *lines, *warnings]))
-    return EXIT_OK if all(r["result"] == "ready" for r in rows) else EXIT_PROBLEMS
+    return EXIT_OK if ok else EXIT_PROBLEMS
 
 
 def _diff(args: argparse.Namespace) -> int:

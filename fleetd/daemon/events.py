@@ -53,6 +53,10 @@ class EventKind(StrEnum):
     OPERATOR_ACTION = "operator.action"
     STATE_UNRECORDED = "state.unrecorded"
     STATE_RECORDED = "state.recorded"
+    SHARD_MEMBERSHIP = "shard.membership"
+    SHARD_ACQUIRED = "shard.acquired"
+    SHARD_RELEASED = "shard.released"
+    SHARD_LOST = "shard.lost"
 
 
 class Severity(StrEnum):

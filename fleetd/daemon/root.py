@@ -9,13 +9,17 @@ Root tasks, all in one :class:`asyncio.TaskGroup`:
 * ``systemd`` — readiness, status and watchdog notifications;
 * ``notify`` — `fleetd.notify.Notifications`: messages, webhooks and commit
   statuses from the event bus;
-* ``cluster/<name>`` — one `fleetd.daemon.worker.ClusterWorker` per cluster,
-  each the fault boundary of everything done for its cluster.
+* ``shard`` — with ``[fleet.sharding]`` only: the `fleetd.shard.Coordinator`,
+  which decides which clusters this replica serves and guards every write;
+* ``cluster/<name>`` — one `fleetd.daemon.worker.ClusterWorker` per cluster
+  (per cluster this replica owns, when replicas share the fleet), each the
+  fault boundary of everything done for its cluster.
 
 Every part reports to the one `FleetState`; every surface reads it.
 
 Shutdown is staged: SIGTERM or SIGINT sets the stop flag; the task group is
 cancelled, which interrupts in-flight requests; connections are closed.
+A sharded replica then releases its Leases, so the others take over at once.
 The whole stop takes at most :data:`SHUTDOWN_TIMEOUT` seconds — the systemd
 unit's ``TimeoutStopSec`` is set above it. A git fetch runs in a worker
 thread that cannot be interrupted; it is abandoned, not waited for.
@@ -46,8 +50,10 @@ from fleetd.daemon.worker import ClusterWorker, prune_everything
 from fleetd.errors import FleetdError, InventoryError
 from fleetd.inventory import Cluster, Fleet, GitRef, load_fleet
 from fleetd.notify import Notifications
+from fleetd.reconcile.guard import Guard, unguarded
 from fleetd.render import RenderCache, sweep_stale_workdirs
 from fleetd.secrets.decryptor import decryptor
+from fleetd.shard import Coordinator
 from fleetd.source import Snapshot, redact
 from fleetd.util.fdlimit import raise_open_files_limit
 
@@ -67,6 +73,7 @@ class Daemon:
         self.departures = Departures(self.state, self._prune_departed)
         self.decrypt = decryptor(fleet.decryption)
         self._limiter = asyncio.Semaphore(fleet.concurrency)
+        self.shard = self._coordinator()
         self.workers = {c.name: self._worker(c.name) for c in fleet.clusters}
         self.http_ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -93,8 +100,21 @@ class Daemon:
         return ClusterWorker(
             fleet=self.fleet.name, cluster=self.fleet.cluster(name), state=self.state, renders=self.renders,
             limiter=self._limiter, snapshot=lambda: self._snapshot_for(name), decrypt=self.decrypt,
-            on_change=self._advance,
+            on_change=self._advance, guard=self._guard(name),
         )  # fmt: skip
+
+    def _coordinator(self) -> Coordinator | None:
+        """With ``[fleet.sharding]``: the part of this replica that decides which clusters it serves."""
+        sharding, shard = self.fleet.sharding, self.state.shard
+        if sharding is None or shard is None:
+            return None
+        return Coordinator(
+            sharding, fleet=self.fleet.name, clusters=lambda: self.fleet.clusters, start=self._gain,
+            stop=self._stop_worker, record=self.state, requests=shard.requests,
+        )  # fmt: skip
+
+    def _guard(self, cluster: str) -> Guard:
+        return self.shard.guard(cluster) if self.shard is not None else unguarded
 
     def _snapshot_for(self, cluster: str) -> Snapshot | None:
         """The snapshot the cluster's rollout wave may apply now."""
@@ -172,6 +192,12 @@ class Daemon:
             raise ControlError(
                 f"no cluster {cluster!r} in the inventory (known: {', '.join(self.workers) or 'none'})"
             )
+        if self.shard is not None and not self.shard.owns(cluster):
+            holder = self.shard.view.holders().get(cluster)
+            raise ControlError(
+                f"cluster {cluster} is served by {f'replica {holder}' if holder else 'no replica yet'}, "
+                f"not by {self.shard.identity}: ask that replica"
+            )
         if sync is not None and sync not in {s.name for s in worker.cluster.syncs}:
             names = ", ".join(s.name for s in worker.cluster.syncs) or "none"
             raise ControlError(f"cluster {cluster} has no sync {sync!r} (its syncs: {names})")
@@ -184,13 +210,14 @@ class Daemon:
         return status_document(self.state, self._snapshot_for)
 
     def describe(self) -> str:
-        """One line for ``systemctl status``: revision, reachable clusters, ready syncs."""
+        """One line for ``systemctl status``: revision, reachable clusters, ready syncs (of those served)."""
         current = self.revisions.current
         if current is None:
             return "waiting for the first fetch of the source"
-        names = [c.name for c in self.fleet.clusters]
+        served = [c for c in self.fleet.clusters if self.state.owns(c.name)]
+        names = [c.name for c in served]
         reachable = sum(1 for n in names if self.state.cluster(n).reachable)
-        keys = [(c.name, s.name) for c in self.fleet.clusters for s in c.syncs]
+        keys = [(c.name, s.name) for c in served for s in c.syncs]
         ready = sum(
             1 for k in keys if (st := self.state.statuses.get(k)) is not None and st.result == "ready"
         )
@@ -217,6 +244,14 @@ class Daemon:
     async def run(self) -> None:
         """Run until :meth:`stop`; returns within :data:`SHUTDOWN_TIMEOUT` after it."""
         try:
+            await self._run()
+        finally:
+            if self.shard is not None:  # every worker has stopped: hand the clusters over now
+                await self.shard.leave()
+        log.info("fleetd stopped")
+
+    async def _run(self) -> None:
+        try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 self._roots = [
@@ -235,17 +270,29 @@ class Daemon:
                     ),
                     name="systemd",
                 )
+                if self.shard is not None:
+                    self._roots.append(tg.create_task(self.shard.run(), name="shard"))
                 for name in self.workers:
                     self._start_worker(name)
                 self.started.set()
                 await self._stop.wait()
                 raise _Stopping  # noqa: TRY301 - cancels every root task of the group at once
         except* _Stopping:
-            log.info("fleetd stopped")
+            pass
 
     def _start_worker(self, name: str) -> None:
+        """Run the cluster's worker — when replicas share the fleet, only if this one owns the cluster."""
         assert self._tg is not None
+        if self.shard is not None and not self.shard.owns(name):
+            return
         self._tasks[name] = self._tg.create_task(self.workers[name].run(), name=f"cluster/{name}")
+
+    def _gain(self, name: str) -> None:
+        """This replica acquired the cluster's Lease: a fresh worker, reconciling everything at once."""
+        if self._tg is None or name not in self.workers or name in self._tasks:
+            return
+        self.workers[name] = self._worker(name)
+        self._start_worker(name)
 
     async def _stop_worker(self, name: str) -> None:
         task = self._tasks.pop(name, None)
@@ -295,6 +342,8 @@ class Daemon:
             old.state_dir, old.listen_host, old.listen_port, old.name,
         ):  # fmt: skip
             log.warning("fleet name, state_dir and listen changes take effect after a restart")
+        if new.sharding != old.sharding:
+            log.warning("[fleet.sharding] changes take effect after a restart")
         if new.source != old.source:
             self.revisions.replace(new.source, old.state_dir)
         if new.decryption != old.decryption:
@@ -306,7 +355,7 @@ class Daemon:
             await self._stop_worker(name)
             self.workers.pop(name)
             self.state.forget_cluster(name)
-            if new.prune_removed_clusters:
+            if new.prune_removed_clusters and (self.shard is None or self.shard.depart(name)):
                 self.departures.leave(old.name, before[name], new.prune_grace)
         for name in after:
             self.departures.returned(name)
@@ -318,6 +367,8 @@ class Daemon:
             self.workers[name] = self._worker(name)
             self.workers[name].trigger()
             self._start_worker(name)
+        if self.shard is not None:
+            self.shard.wake()
         self._advance()
         summary = (
             f"inventory reloaded: {len(after)} cluster(s); "
@@ -329,7 +380,17 @@ class Daemon:
         return summary
 
     async def _prune_departed(self, fleet: str, cluster: Cluster) -> list[str]:
-        return await prune_everything(fleet=fleet, cluster=cluster, state=self.state, renders=self.renders)
+        try:
+            return await prune_everything(
+                fleet=fleet,
+                cluster=cluster,
+                state=self.state,
+                renders=self.renders,
+                guard=self._guard(cluster.name),
+            )
+        finally:
+            if self.shard is not None:  # pruned or not, the cluster has left: so does its Lease
+                await self.shard.departed(cluster.name)
 
 
 class _Stopping(Exception):

@@ -9,7 +9,10 @@ fleet state; they never keep status of their own. The state:
 * persists statuses, suspensions and the rollout to SQLite
   (`fleetd.daemon.store`), so restarts and ``fleetd status`` see them;
 * turns every change into a typed `Event`, appended to the journal and
-  published on the bus.
+  published on the bus;
+* when replicas share the fleet (`fleetd.shard`), keeps what this replica
+  owns and sees of the others (`ShardState`); statuses, metrics and rollout
+  gates then cover the clusters it owns.
 
 Metrics, the status API, the control socket, the web UI and MCP read it.
 
@@ -25,7 +28,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -89,6 +93,29 @@ class SourceState:
     disk: DiskUsage | None = None
 
 
+@dataclass(slots=True)
+class ShardState:
+    """This replica's part in a sharded fleet, as the coordinator reports it."""
+
+    identity: str
+    member: bool = False
+    error: str | None = None
+    owned: set[str] = field(default_factory=set)
+    live: set[str] = field(default_factory=set)
+    """Replicas whose membership Lease this replica saw renewed within a lease duration."""
+    gone: set[str] = field(default_factory=set)
+    """Replicas with a membership Lease that is no longer renewed."""
+    holders: dict[str, str] = field(default_factory=dict)
+    """Cluster -> the replica holding its Lease."""
+    assigned: dict[str, str | None] = field(default_factory=dict)
+    """Cluster -> the replica rendezvous hashing gives it to (None: no eligible replica is live)."""
+    renew_failures: int = 0
+    handoffs: Counter[str] = field(default_factory=Counter)
+    """Clusters acquired, released and lost."""
+    requests: Counter[str] = field(default_factory=Counter)
+    """Requests to the management cluster by method; its client counts into this very counter."""
+
+
 class FleetState:
     """See the module docstring. One per daemon; not thread-safe (the event loop's own)."""
 
@@ -124,6 +151,7 @@ class FleetState:
         self.applied: dict[tuple[str, str], str] = {
             (s.cluster, s.sync): s.revision for s in statuses if s.result == Result.READY
         }
+        self.shard = ShardState(fleet.sharding.identity) if fleet.sharding else None
         self.rollout = Rollout((c.wave for c in fleet.clusters), self._read(store.rollout, {}),
                                held=self._read(lambda: store.flag("rollout_held"), False))  # fmt: skip
 
@@ -140,6 +168,16 @@ class FleetState:
         if cluster not in self._suspended:
             self._suspended[cluster] = self._read(lambda: self.store.suspensions(cluster), set())
         return self._suspended[cluster]
+
+    def owns(self, cluster: str) -> bool:
+        """Whether this replica serves ``cluster`` now (always, unless replicas share the fleet)."""
+        return self.shard is None or cluster in self.shard.owned
+
+    def owner_of(self, cluster: str) -> str | None:
+        """When replicas share the fleet: the replica serving ``cluster`` now, as far as this one knows."""
+        if self.shard is None:
+            return None
+        return self.shard.identity if self.owns(cluster) else self.shard.holders.get(cluster)
 
     def drifted_count(self, cluster: str, sync: str) -> int:
         return len(self.drifted.get((cluster, sync), {}))
@@ -371,7 +409,7 @@ class FleetState:
         return [
             c
             for c in self.fleet.clusters
-            if c.wave == wave and not c.suspend and "" not in self.suspended(c.name)
+            if c.wave == wave and not c.suspend and "" not in self.suspended(c.name) and self.owns(c.name)
         ]
 
     # -- source and inventory -------------------------------------------------------------
@@ -406,6 +444,58 @@ class FleetState:
 
     def webhook(self, receiver: str, result: str) -> None:
         self.webhooks[(receiver, result)] += 1
+
+    # -- sharding (`fleetd.shard`) ------------------------------------------------------
+
+    def shard_member(self, member: bool, error: str | None) -> None:
+        """This replica joined (or lost) the fleet's replicas; ``error`` says why not."""
+        shard = self._sharded()
+        if member != shard.member:
+            message = "joined the fleet's replicas" if member else f"no longer a member: {error}"
+            severity = Severity.INFO if member else Severity.WARNING
+            self.emit(Event(kind=EventKind.SHARD_MEMBERSHIP, severity=severity,
+                            message=f"replica {shard.identity} {message}"))  # fmt: skip
+        shard.member, shard.error = member, error
+
+    def shard_renew_failed(self, error: str) -> None:
+        self._sharded().renew_failures += 1
+
+    def shard_gained(self, cluster: str, previous: str | None) -> None:
+        shard = self._sharded()
+        shard.owned.add(cluster)
+        shard.handoffs["acquired"] += 1
+        taken = f" from replica {previous}, which is gone" if previous else ""
+        self.emit(Event(kind=EventKind.SHARD_ACQUIRED, cluster=cluster,
+                        message=f"replica {shard.identity} serves {cluster} now{taken}"))  # fmt: skip
+
+    def shard_released(self, cluster: str, to: str | None) -> None:
+        shard = self._sharded()
+        shard.owned.discard(cluster)
+        shard.handoffs["released"] += 1
+        message = f"replica {shard.identity} handed {cluster} over to {to or 'nobody'}"
+        self.emit(Event(kind=EventKind.SHARD_RELEASED, cluster=cluster, message=message))
+
+    def shard_lost(self, cluster: str, reason: str) -> None:
+        shard = self._sharded()
+        shard.owned.discard(cluster)
+        shard.handoffs["lost"] += 1
+        message = f"replica {shard.identity} stopped writing to {cluster}: {reason}"
+        self.emit(Event(kind=EventKind.SHARD_LOST, severity=Severity.WARNING,
+                        cluster=cluster, message=message))  # fmt: skip
+
+    def shard_seen(
+        self, *, owned: AbstractSet[str], live: AbstractSet[str], gone: AbstractSet[str],
+        holders: Mapping[str, str], assigned: Mapping[str, str | None],
+    ) -> None:  # fmt: skip
+        """What the coordinator sees now: owned clusters, live and gone replicas, holders, assignment."""
+        shard = self._sharded()
+        shard.owned, shard.live, shard.gone = set(owned), set(live), set(gone)
+        shard.holders, shard.assigned = dict(holders), dict(assigned)
+
+    def _sharded(self) -> ShardState:
+        if self.shard is None:  # only a daemon with [fleet.sharding] runs a coordinator
+            raise FleetdError("shard state reported for a fleet without [fleet.sharding]")
+        return self.shard
 
     # -- recording ---------------------------------------------------------------------
 

@@ -5,6 +5,12 @@ joined with the statuses, so a sync that never ran shows up as ``pending``
 instead of being silently absent. `status_document` reads a live
 `FleetState`; `status_rows` reads the state directory, so ``fleetd status``
 works without a running daemon.
+
+When replicas share the fleet, the document also has a ``sharding``
+section — this replica, the clusters it owns, every replica it sees (live
+or gone) and which replica holds each cluster — and every cluster names its
+``owner``. Only the owner's sync statuses are current; another replica's
+rows for the cluster are what it saw when it last served it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fleetd.daemon.state import FleetState
+from fleetd.daemon.state import FleetState, ShardState
 from fleetd.daemon.store import StateStore, SyncStatus
 from fleetd.inventory import Fleet
 from fleetd.source import Snapshot, redact
@@ -46,7 +52,7 @@ def status_rows(fleet: Fleet, state: StateStore) -> list[dict[str, Any]]:
 def status_document(state: FleetState, snapshot_for: Callable[[str], Snapshot | None]) -> dict[str, Any]:
     """The whole fleet as JSON, nothing secret in it (the status API and ``fleetd`` over the socket)."""
     fleet, source = state.fleet, state.source
-    return {
+    document = {
         "fleet": fleet.name,
         "source": {
             "url": redact(fleet.source.url),
@@ -59,6 +65,31 @@ def status_document(state: FleetState, snapshot_for: Callable[[str], Snapshot | 
         "inventory": {"error": state.inventory_error, "warnings": [str(w) for w in fleet.warnings]},
         "rollout": state.position().to_json(),
         "clusters": [_cluster(state, c.name, snapshot_for) for c in fleet.clusters],
+    }
+    if state.shard is not None:
+        document["sharding"] = sharding_section(state.shard)
+    return document
+
+
+def sharding_section(shard: ShardState) -> dict[str, Any]:
+    """This replica's part in the sharded fleet and what it sees of the others."""
+    return {
+        "replica": shard.identity,
+        "member": shard.member,
+        "error": shard.error,
+        "owned": sorted(shard.owned),
+        "replicas": [
+            {
+                "name": r,
+                "live": r in shard.live,
+                "clusters": sorted(c for c, h in shard.holders.items() if h == r),
+            }
+            for r in sorted(shard.live | shard.gone | set(shard.holders.values()))
+        ],
+        "clusters": {
+            c: {"holder": shard.holders.get(c), "assigned": shard.assigned.get(c)}
+            for c in sorted(set(shard.assigned) | set(shard.holders))
+        },
     }
 
 
@@ -80,7 +111,10 @@ def _cluster(state: FleetState, name: str, snapshot_for: Callable[[str], Snapsho
         for s in cluster.syncs
     ]
     snapshot = snapshot_for(name)
-    return {
+    row = {
         "name": name, "wave": cluster.wave, "revision": snapshot.revision if snapshot else None,
         "reachable": health.reachable, "last_error": health.last_error, "syncs": syncs,
     }  # fmt: skip
+    if state.shard is not None:
+        row["owner"] = state.owner_of(name)
+    return row

@@ -37,6 +37,7 @@ from fleetd.errors import FleetdError
 from fleetd.inventory import Cluster, Sync
 from fleetd.kube.client import KubeError
 from fleetd.reconcile.drift import DriftTracker
+from fleetd.reconcile.guard import Guard, unguarded
 from fleetd.reconcile.outcome import Result, SyncOutcome
 from fleetd.reconcile.reconciler import ClusterReconciler
 from fleetd.render import Decrypt, RenderCache
@@ -65,8 +66,10 @@ class ClusterWorker:
         snapshot: Callable[[], Snapshot | None],
         decrypt: Decrypt | None = None,
         on_change: Callable[[], None] | None = None,
+        guard: Guard = unguarded,
     ) -> None:
         self.fleet, self.cluster = fleet, cluster
+        self._guard = guard  # every write to the cluster asks it first (`fleetd.reconcile.guard`)
         self._state, self._renders, self._limiter, self._snapshot = state, renders, limiter, snapshot
         self._decrypt = decrypt
         self._on_change = on_change or (lambda: None)
@@ -148,7 +151,7 @@ class ClusterWorker:
         return ClusterReconciler.open(
             fleet=self.fleet, cluster=self.cluster, renders=self._renders, decrypt=self._decrypt,
             local_ledger=lambda sync: self._state.ledger(self.cluster.name, sync), on_drift=self._drift,
-            peers=self._peers, requests=counters.requests, errors=counters.errors,
+            peers=self._peers, requests=counters.requests, errors=counters.errors, guard=self._guard,
             require_encrypted=self._state.fleet.decryption.require_encrypted_secrets,
         )  # fmt: skip
 
@@ -353,11 +356,11 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 async def prune_everything(
-    *, fleet: str, cluster: Cluster, state: FleetState, renders: RenderCache
+    *, fleet: str, cluster: Cluster, state: FleetState, renders: RenderCache, guard: Guard = unguarded
 ) -> list[str]:
     """Delete what this fleet applied to a cluster that leaves the fleet; returns the syncs pruned."""
     async with ClusterReconciler.open(
         fleet=fleet, cluster=cluster, renders=renders,
-        local_ledger=lambda sync: state.ledger(cluster.name, sync),
+        local_ledger=lambda sync: state.ledger(cluster.name, sync), guard=guard,
     ) as reconciler:  # fmt: skip
         return await reconciler.prune_removed_syncs(keep=set())

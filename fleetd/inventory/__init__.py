@@ -6,7 +6,8 @@ otherwise returns frozen objects (`model`) that the rest of fleetd trusts
 without re-checking. Reloading builds a new `Fleet`; the daemon swaps it in
 whole and keeps the last good one when a load fails.
 
-Inside: `loader` (files and sections), `syncs` (sync tables), `fields`
+Inside: `loader` (files and sections), `syncs` (sync tables), `source`
+(``[source]``, ``[webhooks]``), `sharding` (``[fleet.sharding]``), `fields`
 (typed reads that record problems), `syntax` (string checks),
 `consistency` (checks across syncs and files), `locate` (key -> line),
 `notifications` (``[[notifications]]``).
@@ -27,6 +28,7 @@ from fleetd.inventory.model import (
     IgnoreRule,
     PruneBudget,
     RefKind,
+    Sharding,
     Sync,
     SyncDefaults,
     Webhooks,
@@ -48,6 +50,7 @@ __all__ = [
     "Problem",
     "PruneBudget",
     "RefKind",
+    "Sharding",
     "Sync",
     "SyncDefaults",
     "TargetKind",

@@ -40,12 +40,14 @@ from fleetd.inventory.model import (
     Decryption,
     Fleet,
     GitSource,
+    Sharding,
     SyncDefaults,
     Webhooks,
     WebSettings,
     frozen_map,
 )
 from fleetd.inventory.notifications import Notification, read_notifications
+from fleetd.inventory.sharding import SHARDING_KEYS, read_sharding
 from fleetd.inventory.source import SOURCE_KEYS, WEBHOOK_KEYS, read_source, read_webhooks
 from fleetd.inventory.syncs import OPTION_KEYS, Declared, read_options, read_syncs
 from fleetd.inventory.web import WEB_KEYS, check_exposure, read_web
@@ -54,8 +56,11 @@ FLEET_FILE_KEYS = frozenset(
     {"fleet", "source", "decryption", "webhooks", "web", "defaults", "syncs", "notifications"}
 )
 FLEET_KEYS = frozenset(
-    {"name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters", "prune_grace"}
-)
+    {
+        "name", "clusters_dir", "state_dir", "listen", "concurrency", "prune_removed_clusters", "prune_grace",
+        "sharding",
+    }
+)  # fmt: skip
 DECRYPTION_KEYS = frozenset({"age_key_files", "gnupg_home", "sops_binary", "require_encrypted_secrets"})
 CLUSTER_FILE_KEYS = frozenset({"cluster", "variables", "syncs"})
 CLUSTER_KEYS = frozenset({"name", "kubeconfig", "context", "labels", "wave", "suspend", "credential_timeout"})
@@ -203,6 +208,7 @@ class _FleetSettings:
     concurrency: int
     prune_removed_clusters: bool
     prune_grace: float
+    sharding: Sharding | None
     source: GitSource
     decryption: Decryption
     webhooks: Webhooks
@@ -227,6 +233,7 @@ class _FleetSettings:
             concurrency=self.concurrency,
             prune_removed_clusters=self.prune_removed_clusters,
             prune_grace=self.prune_grace,
+            sharding=self.sharding,
             clusters=clusters,
             fleet_syncs=tuple(d.sync for d in self.syncs),
             notifications=self.notifications,
@@ -254,6 +261,7 @@ def _read_fleet_file(doc: Document, data: Mapping[str, Any]) -> _FleetSettings:
         concurrency=table.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1),
         prune_removed_clusters=table.boolean("prune_removed_clusters", False),
         prune_grace=table.duration("prune_grace", DEFAULT_PRUNE_GRACE),
+        sharding=read_sharding(table.table("sharding", SHARDING_KEYS), base),
         source=read_source(_section(root, "source", SOURCE_KEYS), base),
         decryption=_read_decryption(root.table("decryption", DECRYPTION_KEYS), base),
         webhooks=read_webhooks(root.table("webhooks", WEBHOOK_KEYS), base),

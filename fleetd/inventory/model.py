@@ -281,6 +281,32 @@ class Webhooks:
     """Secret token of the GitLab webhook (X-Gitlab-Token); None = /hooks/gitlab disabled."""
 
 
+DEFAULT_SHARD_NAMESPACE = "fleetd"
+DEFAULT_LEASE_DURATION = 15.0
+DEFAULT_RENEW_PERIOD = 5.0
+DEFAULT_PIN_LABEL = "fleetd.dev/replicas"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sharding:
+    """``[fleet.sharding]``: replicas share the fleet through Leases in a management cluster."""
+
+    kubeconfig: Path
+    """Kubeconfig of the management cluster that holds the Leases."""
+    identity: str
+    """This replica's name among the replicas (DNS-1123 label; default: the host name)."""
+    context: str | None = None
+    """Kubeconfig context; None = the file's current context."""
+    namespace: str = DEFAULT_SHARD_NAMESPACE
+    """Namespace of the Leases in the management cluster (it must exist)."""
+    lease_duration: float = DEFAULT_LEASE_DURATION
+    """Whole seconds a replica that stopped renewing is still considered alive (default 15s)."""
+    renew_period: float = DEFAULT_RENEW_PERIOD
+    """Seconds between renewals (default 5s); at most a third of `lease_duration`."""
+    pin_label: str = DEFAULT_PIN_LABEL
+    """Cluster label naming the replicas that may own it (identities joined by '_'); absent = any."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebSettings:
     """The ``[web]`` section: who may act through the web UI and the HTTP API."""
@@ -351,6 +377,8 @@ class Fleet:
     prune_grace: float = DEFAULT_PRUNE_GRACE
     """Seconds a removed cluster file must stay removed before its objects are pruned."""
     """When a cluster leaves the inventory, prune what this fleet applied there (else leave it alone)."""
+    sharding: Sharding | None = None
+    """Share the fleet with other replicas (`fleetd.shard`); None = this hub serves every cluster."""
     clusters: tuple[Cluster, ...] = ()
     """Sorted by name."""
     fleet_syncs: tuple[Sync, ...] = ()

@@ -41,6 +41,7 @@ EVENT_KINDS = frozenset(
         "rollout.advanced", "rollout.halted", "rollout.held", "rollout.resumed", "rollout.promoted",
         "cluster.unreachable", "cluster.recovered", "source.revision", "source.failed",
         "inventory.rejected", "inventory.reloaded", "operator.action", "state.unrecorded", "state.recorded",
+        "shard.membership", "shard.acquired", "shard.released", "shard.lost",
     }
 )  # fmt: skip
 SEVERITIES = ("info", "warning", "error")

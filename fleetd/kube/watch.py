@@ -47,8 +47,10 @@ class ResourceWatch:
         on_event: EventHandler,
         on_list: ListHandler,
         watch_seconds: int = WATCH_SECONDS,
+        namespace: str = "",
     ) -> None:
         self.client, self.resource, self.selector = client, resource, selector
+        self.namespace = namespace  # "" = every namespace
         self._on_event, self._on_list = on_event, on_list
         self._watch_seconds = watch_seconds
         self.synced = asyncio.Event()
@@ -84,7 +86,7 @@ class ResourceWatch:
 
     async def _list(self) -> None:
         listed = await self.client.request(
-            "GET", self.resource.path(), query={"labelSelector": self.selector}
+            "GET", self.resource.path(self.namespace), query={"labelSelector": self.selector}
         )
         self._version = str(listed["metadata"]["resourceVersion"])
         # Items of a list carry no apiVersion and kind (watch events do): restore them, so
@@ -104,7 +106,7 @@ class ResourceWatch:
         ]
         self.synced.set()
         async for event in self.client.watch(
-            self.resource.path(), query=query, timeout=self._watch_seconds + 30
+            self.resource.path(self.namespace), query=query, timeout=self._watch_seconds + 30
         ):
             obj = event.get("object") or {}
             self._version = str((obj.get("metadata") or {}).get("resourceVersion") or self._version)

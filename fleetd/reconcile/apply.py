@@ -30,6 +30,7 @@ from fleetd.errors import FleetdError
 from fleetd.kube.client import KubeError
 from fleetd.kube.discovery import Resource
 from fleetd.kube.objects import ObjRef, apply_rank
+from fleetd.reconcile.guard import Guard, unguarded
 from fleetd.reconcile.plan import ApplyError, Desired, Plan, Planner
 
 __all__ = ["Action", "Applier", "ApplyError", "ApplyFailed", "Change", "Desired", "written_phrase"]
@@ -74,8 +75,9 @@ class Change:
 class Applier:
     """Executes a sync's change set on one cluster, in stages, writing only differences."""
 
-    def __init__(self, planner: Planner) -> None:
+    def __init__(self, planner: Planner, *, guard: Guard = unguarded) -> None:
         self.planner = planner
+        self.guard = guard  # asked before every batch and every write; raises `Fenced`
 
     async def apply(
         self, desired: Sequence[Desired], *, wait_timeout: float = 60.0, force: bool = False
@@ -84,6 +86,7 @@ class Applier:
 
         ``force``: recreate objects whose immutable fields changed (else only those annotated so).
         """
+        self.guard()  # planning with adopt=True may fold kubectl's fields in: a write
         plan = await self.planner.change_set(desired, force=force, adopt=True)
         if plan.errors:
             raise ApplyFailed(plan.errors)
@@ -93,6 +96,7 @@ class Applier:
         rest = plan.rest
         if plan.deferred:
             await self.planner.discovery.refresh()
+            self.guard()
             more, errors = await self.planner.plan_all(plan.deferred, force=force, adopt=True)
             if errors:
                 raise ApplyFailed(errors, changes=changes)
@@ -113,6 +117,7 @@ class Applier:
 
     async def _execute(self, plans: Sequence[Plan], done: list[Change]) -> None:
         """Write ``plans`` concurrently, adding what succeeded to ``done``; raise if any failed."""
+        self.guard()
         results = await asyncio.gather(*(self._write(p) for p in plans), return_exceptions=True)
         done += [r for r in results if isinstance(r, Change)]
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -131,6 +136,7 @@ class Applier:
             )  # fmt: skip
         path = resource.path(d.ref.namespace, d.ref.name)
         async with self.planner.limit:
+            self.guard()
             try:
                 if plan.recreate:
                     await self._delete_and_wait(path)
@@ -144,6 +150,7 @@ class Applier:
 
     async def _delete_and_wait(self, path: str, timeout: float = 60.0) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        self.guard()
         await self.planner.client.request("DELETE", path, body=body)
         await _poll(lambda: self._gone(path), timeout, f"deletion of {path}")
 

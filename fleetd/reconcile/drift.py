@@ -39,6 +39,7 @@ from fleetd.kube.discovery import Resource
 from fleetd.kube.objects import LABEL_FLEET, ObjRef, ref_of
 from fleetd.kube.watch import ResourceWatch
 from fleetd.reconcile.apply import Applier, ApplyFailed, Change, Desired
+from fleetd.reconcile.guard import Fenced
 from fleetd.reconcile.plan import KUBECTL_MANAGERS
 from fleetd.util.pointers import without
 
@@ -233,6 +234,8 @@ class DriftTracker:
                     await self._confirm(ref, reason)
                 except KubeError as exc:  # the cluster went away: the next reconcile sees it
                     log.warning("cluster %s: drift of %s not confirmed: %s", self._client.cluster, ref, exc)
+                except Fenced as exc:  # another replica owns the cluster now (the applier's guard)
+                    log.info("cluster %s: drift of %s left alone: %s", self._client.cluster, ref, exc)
 
     def _ensure_watch(self, resource: Resource) -> None:
         key = _key(resource)

@@ -23,6 +23,7 @@ from typing import Any
 from fleetd.errors import FleetdError
 from fleetd.kube.client import KubeClient, NotFound
 from fleetd.kube.objects import FIELD_MANAGER, LABEL_FLEET, LABEL_MANAGED_BY, LABEL_SYNC, Entry
+from fleetd.reconcile.guard import Guard, unguarded
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,10 @@ def _namespace() -> dict[str, Any]:
 class LedgerStore:
     """Reads and writes one cluster's ledgers."""
 
-    def __init__(self, client: KubeClient, fleet: str) -> None:
+    def __init__(self, client: KubeClient, fleet: str, *, guard: Guard = unguarded) -> None:
         self._client = client
         self._fleet = fleet
+        self._guard = guard  # asked before every write (`fleetd.reconcile.guard`)
         self._namespace_ready = False
 
     async def read(self, sync: str) -> Ledger | None:
@@ -154,6 +156,7 @@ class LedgerStore:
         await self._apply(f"{_CONFIGMAPS}/{ledger_name(self._fleet, ledger.sync)}", body)
 
     async def delete(self, sync: str) -> None:
+        self._guard()
         try:
             await self._client.request("DELETE", f"{_CONFIGMAPS}/{ledger_name(self._fleet, sync)}")
         except NotFound:
@@ -169,6 +172,7 @@ class LedgerStore:
         self._namespace_ready = True
 
     async def _apply(self, path: str, body: dict[str, Any]) -> None:
+        self._guard()
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         await self._client.request(
             "PATCH", path, query=query, body=body, content_type="application/apply-patch+yaml"

@@ -32,6 +32,7 @@ from fleetd.kube.objects import (
     apply_rank,
     labels_of,
 )
+from fleetd.reconcile.guard import Guard, unguarded
 
 Outcome = Literal["deleted", "gone", "protected", "foreign"]
 
@@ -83,13 +84,23 @@ async def _read_back(
 
 
 async def prune(
-    client: KubeClient, discovery: Discovery, stale: Iterable[Entry], *, fleet: str, sync: str
+    client: KubeClient,
+    discovery: Discovery,
+    stale: Iterable[Entry],
+    *,
+    fleet: str,
+    sync: str,
+    guard: Guard = unguarded,
 ) -> list[Pruned]:
-    """Delete stale objects owned by ``fleet``/``sync``, in reverse apply order."""
+    """Delete stale objects owned by ``fleet``/``sync``, in reverse apply order.
+
+    ``guard`` is asked before every delete (`fleetd.reconcile.guard`); `Fenced` stops the prune.
+    """
+    guard()
     found, left = await candidates(client, discovery, stale, fleet=fleet, sync=sync)
     results: list[Pruned] = list(left)
     for _, group in itertools.groupby(found, key=lambda c: apply_rank(c.entry.ref)[:2]):
-        results += await asyncio.gather(*(_delete(client, c) for c in group))
+        results += await asyncio.gather(*(_delete(client, c, guard) for c in group))
     return results
 
 
@@ -103,7 +114,7 @@ def refuses(live: dict[str, Any], fleet: str, sync: str) -> Outcome | None:
     return None
 
 
-async def _delete(client: KubeClient, candidate: Candidate) -> Pruned:
+async def _delete(client: KubeClient, candidate: Candidate, guard: Guard) -> Pruned:
     ref = candidate.entry.ref
     body = {
         "apiVersion": "v1",
@@ -111,6 +122,7 @@ async def _delete(client: KubeClient, candidate: Candidate) -> Pruned:
         "propagationPolicy": "Background",
         "preconditions": {"uid": candidate.live["metadata"]["uid"]},
     }
+    guard()
     try:
         await client.request("DELETE", candidate.path, body=body)
     except NotFound:

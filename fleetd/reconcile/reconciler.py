@@ -47,6 +47,7 @@ from fleetd.kube.objects import Entry, ObjRef, ref_of, split_api_version
 from fleetd.reconcile.apply import Applier, ApplyFailed, Change, Desired
 from fleetd.reconcile.desired import health_targets, hpa_targets, keep_live_paths, owned
 from fleetd.reconcile.drift import DriftObserver, DriftTracker, Managed, managed_from
+from fleetd.reconcile.guard import Guard, unguarded
 from fleetd.reconcile.health import wait_healthy
 from fleetd.reconcile.ledger import Ledger, LedgerStore
 from fleetd.reconcile.outcome import Result, SyncOutcome
@@ -109,18 +110,21 @@ class ClusterReconciler:
         on_drift: DriftObserver | None = None,
         peers: Callable[[], Collection[str]] = frozenset,
         require_encrypted: bool = False,
+        guard: Guard = unguarded,
     ) -> None:
         self.fleet, self.cluster, self.client = fleet, cluster, client
         self._peers = peers
         self.require_encrypted = require_encrypted
         #: Per sync, what its last render warned about (plaintext Secrets in git).
         self.warnings: dict[str, tuple[str, ...]] = {}
+        #: Asked before every write to the cluster (`fleetd.reconcile.guard`): apply, ledger, drift, prune.
+        self.guard = guard
         self.renders, self.decrypt = renders, decrypt
         self._local_ledger = local_ledger or (lambda sync: None)
         self.discovery = Discovery(client)
         self.planner = Planner(client, self.discovery)
-        self.applier = Applier(self.planner)
-        self.ledgers = LedgerStore(client, fleet)
+        self.applier = Applier(self.planner, guard=guard)
+        self.ledgers = LedgerStore(client, fleet, guard=guard)
         #: Drift corrections wait while a sync is reconciled, and the other way round.
         self.lock = asyncio.Lock()
         self.drift = DriftTracker(
@@ -142,6 +146,7 @@ class ClusterReconciler:
         require_encrypted: bool = False,
         requests: Counter[str] | None = None,
         errors: Counter[str] | None = None,
+        guard: Guard = unguarded,
     ) -> AsyncIterator[ClusterReconciler]:
         """Connect, run the drift tracker in a task group of its own, and close everything on exit."""
         client = await connect(
@@ -153,7 +158,7 @@ class ClusterReconciler:
             async with asyncio.TaskGroup() as tasks:
                 reconciler = cls(
                     fleet=fleet, cluster=cluster, client=client, renders=renders, decrypt=decrypt,
-                    local_ledger=local_ledger, on_drift=on_drift, peers=peers,
+                    local_ledger=local_ledger, on_drift=on_drift, peers=peers, guard=guard,
                     require_encrypted=require_encrypted,
                 )  # fmt: skip
                 reconciler.drift.start(tasks)
@@ -273,7 +278,9 @@ class ClusterReconciler:
             return []
         progress.stage = "prune"
         with stage("pruning"):
-            pruned = await prune(self.client, self.discovery, stale, fleet=self.fleet, sync=sync.name)
+            pruned = await prune(
+                self.client, self.discovery, stale, fleet=self.fleet, sync=sync.name, guard=self.guard
+            )
         for p in pruned:
             if p.outcome == "deleted":
                 log.info("cluster %s: sync %s pruned %s", self.cluster.name, sync.name, p.ref)
@@ -398,8 +405,9 @@ class ClusterReconciler:
                     continue
                 if ledger.prune:
                     pruned = await prune(
-                        self.client, self.discovery, ledger.entries, fleet=self.fleet, sync=ledger.sync
-                    )
+                        self.client, self.discovery, ledger.entries, fleet=self.fleet, sync=ledger.sync,
+                        guard=self.guard,
+                    )  # fmt: skip
                     log.info(
                         "cluster %s: sync %s was removed from this cluster: pruned %d object(s)",
                         self.cluster.name, ledger.sync, sum(p.outcome == "deleted" for p in pruned),

@@ -30,15 +30,20 @@ def write_fleet(
     name: str | None = None,
     waves: dict[str, int] | None = None,
     variables: dict[str, dict[str, str]] | None = None,
+    source_interval: str = "1h",
+    fleet_extra: str = "",
 ) -> Path:
-    """A fleet file plus one cluster file per spoke, each cluster with the same syncs."""
+    """A fleet file plus one cluster file per spoke, each cluster with the same syncs.
+
+    ``fleet_extra``: TOML appended to the fleet file (e.g. a ``[fleet.sharding]`` table).
+    """
     inv = tmp_path / "inventory"
     inv.mkdir(exist_ok=True)
     fleet = inv / "fleetd.toml"
     fleet.write_text(
         f'[fleet]\nname = "{name or unique("fleet")}"\nstate_dir = "{tmp_path / "state"}"\n'
         f'listen = "127.0.0.1:{free_port()}"\n\n'
-        f'[source]\nurl = "{repo}"\nbranch = "main"\ninterval = "1h"\n'
+        f'[source]\nurl = "{repo}"\nbranch = "main"\ninterval = "{source_interval}"\n{fleet_extra}'
     )
     for cluster, kubeconfig in clusters.items():
         wave = (waves or {}).get(cluster, 0)

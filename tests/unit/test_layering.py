@@ -49,6 +49,7 @@ PIPELINE = [
     "render",
     "kube",
     "reconcile",
+    "shard",
     "daemon",
     "notify",
     "api",

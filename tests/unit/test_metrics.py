@@ -53,9 +53,25 @@ def outcome(result: Result = Result.READY, revision: str = "r1", *, sync: str = 
     return SyncOutcome(sync=sync, revision=revision, result=result, objects=3, duration=1.5 if ready else 0.0)
 
 
-def populated(tmp_path: Path) -> FleetState:
-    """A series in every per-cluster and per-sync metric, for clusters a and b."""
-    state = fleet_state(tmp_path)
+def populated(tmp_path: Path, *, sharded: bool = False) -> FleetState:
+    """A series in every per-cluster and per-sync metric, for clusters a and b.
+
+    ``sharded``: the state of replica hub-a of a sharded fleet, owning both clusters.
+    """
+    state = fleet_state(tmp_path, replica="hub-a" if sharded else None)
+    if sharded:
+        state.shard_member(True, None)
+        for cluster in ("a", "b"):
+            state.shard_gained(cluster, None)
+        state.shard_released("a", "hub-b")
+        state.shard_lost("b", "the membership could not be renewed in time")
+        state.shard_renew_failed("timed out")
+        mine = {"a": "hub-a", "b": "hub-a"}
+        state.shard_seen(
+            owned={"a", "b"}, live={"hub-a", "hub-b"}, gone={"hub-c"}, holders=mine, assigned=mine
+        )
+        assert state.shard is not None
+        state.shard.requests.update({"GET": 3, "PUT": 12})
     for cluster in ("a", "b"):
         for sync in ("s", "t"):
             state.drift(cluster, sync, "Deployment ns/web", "Deployment", "reported", "/spec changed")
@@ -224,14 +240,14 @@ def test_the_exposition_has_no_created_series(tmp_path: Path) -> None:
 
 
 def test_the_module_docstring_table_lists_exactly_the_exposed_metrics(tmp_path: Path) -> None:
-    state = populated(tmp_path)
+    state = populated(tmp_path, sharded=True)
     documented = set(re.findall(r"^\| `(fleetd_\w+)`", fleetd.api.metrics.__doc__ or "", re.MULTILINE))
     exposed = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names(state)}
     assert documented == exposed
 
 
 def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:
-    state = populated(tmp_path)
+    state = populated(tmp_path, sharded=True)
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail(f"promtool is not installed: {INSTALL_HINT}")
@@ -280,3 +296,35 @@ def test_notification_counters_show_only_notifications_of_the_inventory(tmp_path
     state.notifications[("gone", "sent")] += 3
     assert value(state, "fleetd_notifications_total", notification="chat", result="sent") == 1
     assert not [labels for name, labels in series(state) if ("notification", "gone") in labels]
+
+
+# -- sharding ------------------------------------------------------------------------
+
+
+def test_a_replica_reports_its_membership_owned_clusters_hand_offs_renew_failures_and_lease_load(
+    tmp_path: Path,
+) -> None:
+    state = populated(tmp_path, sharded=True)
+    me = {"replica": "hub-a"}
+    assert value(state, "fleetd_shard_member", **me) == 1
+    assert value(state, "fleetd_shard_owned_clusters", **me) == 2
+    replicas = series(state)
+    assert replicas[("fleetd_shard_replicas", frozenset({("state", "live")}))] == 2
+    assert replicas[("fleetd_shard_replicas", frozenset({("state", "gone")}))] == 1
+    assert value(state, "fleetd_shard_lease_renew_failures_total", **me) == 1
+    assert value(state, "fleetd_shard_handoffs_total", **me, kind="acquired") == 2
+    assert value(state, "fleetd_shard_handoffs_total", **me, kind="released") == 1
+    assert value(state, "fleetd_shard_handoffs_total", **me, kind="lost") == 1
+    assert value(state, "fleetd_shard_lease_requests_total", **me, method="PUT") == 12
+
+
+def test_a_replica_exposes_per_cluster_series_only_for_the_clusters_it_owns(tmp_path: Path) -> None:
+    state = populated(tmp_path, sharded=True)
+    state.shard_seen(owned={"b"}, live={"hub-a", "hub-b"}, gone=set(),
+                     holders={"a": "hub-b", "b": "hub-a"}, assigned={"a": "hub-b", "b": "hub-a"})  # fmt: skip
+    clusters = {dict(labels).get("cluster") for name, labels in series(state) if name.startswith("fleetd_")}
+    assert clusters == {"b", None}
+
+
+def test_a_fleet_without_sharding_exposes_no_shard_series(tmp_path: Path) -> None:
+    assert not [n for n in names(populated(tmp_path)) if n.startswith("fleetd_shard_")]
