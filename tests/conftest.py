@@ -12,13 +12,16 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from playwright.async_api import Browser, async_playwright
 
 from testbed.bed import Spoke, TestBed
 from testbed.build import put_tools_on_path
 from tests.gitservers import GitServers, start_servers
+
+if TYPE_CHECKING:  # imported when a browser test asks: the arm64 check has no Playwright
+    from playwright.async_api import Browser
 
 put_tools_on_path()  # fleetd finds sops and kustomize on PATH, as on a hub
 
@@ -91,6 +94,8 @@ def git_servers() -> Iterator[GitServers]:
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     """Headless Chromium from Debian's package, started once for the session (on first use)."""
+    from playwright.async_api import async_playwright
+
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
         yield chromium
