@@ -29,7 +29,7 @@ from fleetd.render.kustomize import KustomizeError, build, environment, find_bin
 from fleetd.secrets.sops import MacMismatch
 from testbed.build import toolset
 
-pytestmark = pytest.mark.timeout(10)
+pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture(scope="session")
