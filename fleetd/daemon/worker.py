@@ -177,7 +177,11 @@ class ClusterWorker:
         snapshot = self._snapshot()
         if snapshot is None:
             return
-        word = "cluster unreachable" if isinstance(exc, KubeError) else "cluster refused"
+        word = (
+            "cluster unreachable" if isinstance(exc, KubeError)
+            else "cluster failed" if unexpected
+            else "cluster refused"
+        )  # fmt: skip
         for sync in self._due(snapshot, ignore_backoff=True):
             outcome = SyncOutcome(sync=sync.name, revision=snapshot.revision, result=Result.FAILED,
                                   error=f"{word}: {detail}")  # fmt: skip
